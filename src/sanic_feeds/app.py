@@ -1,0 +1,36 @@
+"""The app factory used by ``sanic-feeds serve`` (one worker or many)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Any
+
+from sanic import Sanic
+
+from .extension import Feeds
+from .settings import Settings
+
+__all__ = ["create_app", "create_app_from_env", "settings_to_env"]
+
+_SETTINGS_ENV = "FEEDS__SERVE_SETTINGS"
+
+
+def create_app(settings: Settings) -> Sanic[Any, Any]:
+    app: Sanic[Any, Any] = Sanic("sanic_feeds")
+    Feeds(app, settings=settings)
+    return app
+
+
+def settings_to_env(settings: Settings) -> None:
+    """Hand the settings to worker processes, which build their app from them."""
+    os.environ[_SETTINGS_ENV] = json.dumps(asdict(settings))
+
+
+def create_app_from_env() -> Sanic[Any, Any]:
+    values = json.loads(os.environ[_SETTINGS_ENV])
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = tuple(value)
+    return create_app(Settings(**values))

@@ -1,0 +1,28 @@
+"""Brokers, chosen by URL scheme; each imported only when used."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .base import Broker, BrokerHandler, BrokerOptions
+
+__all__ = ["SUPPORTED_SCHEMES", "Broker", "BrokerHandler", "BrokerOptions", "create_broker"]
+
+SUPPORTED_SCHEMES = ("memory", "redis", "rediss")
+
+
+def create_broker(url: str, options: BrokerOptions | None = None) -> Broker:
+    """The broker for ``url``: ``memory://`` or ``redis://HOST:PORT/DB``.
+
+    Raises ``ValueError`` for a URL this version cannot serve.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryBroker
+
+        return MemoryBroker(options)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisBroker
+
+        return RedisBroker(url, options)
+    raise ValueError(f"unsupported broker URL {url!r}: use memory:// or redis://HOST:PORT/DB")

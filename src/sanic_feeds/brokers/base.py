@@ -1,0 +1,103 @@
+"""The broker interface: what an instance needs from whatever connects instances.
+
+Every broker passes the same contract suite (``tests/integration/test_broker_contract.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..protocol import Event, Publication, StreamPosition
+
+__all__ = ["Broker", "BrokerHandler", "BrokerOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOptions:
+    #: Messages kept per channel for recovery and gap healing.
+    history_size: int = 100
+    #: Seconds a channel's history outlives its last publish.
+    history_ttl_s: int = 300
+    #: Seconds a channel's offset and epoch outlive its last publish; while
+    #: they live, a quiet channel keeps its epoch and clients keep recovering.
+    meta_ttl_s: int = 86_400
+    #: Identifies this instance in presence entries and heartbeats.
+    instance_id: str = ""
+    #: How often this instance proves it is alive (and hears itself back).
+    heartbeat_interval_s: float = 1.0
+
+
+class BrokerHandler(Protocol):
+    """What a broker calls back into; implemented by the hub.
+
+    Callbacks run on the event loop and must not block or await.
+    """
+
+    def on_event(self, event: Event) -> None:
+        """A publication, join or leave arrived on a channel this process subscribed to."""
+
+    def on_resubscribed(self) -> None:
+        """The broker lost its subscriptions and has them again.
+
+        Anything published meanwhile was not delivered: the handler must look
+        for gaps in every channel (history tells what was missed).
+        """
+
+
+class Broker(Protocol):
+    """Delivery contract.
+
+    - Publications on one channel reach every subscribed process in offset
+      order, which is the order the broker accepted them. Delivery is
+      at-most-once: after a connection loss some can be skipped, and the
+      handler is told through :meth:`BrokerHandler.on_resubscribed`; history
+      (``history``) is how a gap is filled.
+    - Offsets are assigned by the broker at publish time, strictly increasing
+      per channel within an epoch. A new epoch means history was lost.
+    - ``subscribe`` returns only once every publication accepted after it
+      returned will be delivered to this process.
+    - Calls that need the broker raise :class:`~sanic_feeds.errors.BrokerUnavailable`
+      when it cannot be reached; they never block past a few seconds.
+    """
+
+    async def start(self, handler: BrokerHandler) -> None:
+        """Connect and deliver to ``handler``; raise ``BrokerUnavailable`` if unreachable."""
+
+    async def close(self) -> None:
+        """Stop delivering and release every connection. Idempotent."""
+
+    @property
+    def ready(self) -> bool:
+        """True when this process currently hears what is published (its own heartbeat included)."""
+
+    async def subscribe(self, channel: str) -> None:
+        """Start delivering ``channel`` to this process. The caller reference-counts."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop delivering ``channel``; other channels are untouched."""
+
+    async def publish(
+        self, channel: str, data: Any, *, client: str | None = None, raw: str | None = None
+    ) -> StreamPosition:
+        """Append to history and deliver; return the assigned offset and the epoch."""
+
+    async def publish_event(self, event: Event) -> None:
+        """Deliver a join or leave (not kept in history, no offset)."""
+
+    async def position(self, channel: str) -> StreamPosition:
+        """The last offset and the epoch of ``channel`` (offset 0 if nothing was published)."""
+
+    async def history(
+        self, channel: str, since: int | None, limit: int
+    ) -> tuple[list[Publication], StreamPosition]:
+        """Up to ``limit`` publications after offset ``since`` (oldest first), or the newest
+        ``limit`` when ``since`` is None, and the channel's position when read."""
+
+    async def add_presence(self, channel: str, client: str, info: Any) -> None:
+        """Record ``client`` as present on ``channel`` until removed or this instance dies."""
+
+    async def remove_presence(self, channel: str, client: str) -> None: ...
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        """``{client id: info}`` of every live client on ``channel``, across all instances."""

@@ -1,0 +1,138 @@
+"""The in-process broker: one process, no Redis.
+
+Its limit: nothing crosses a process boundary, so it serves exactly one
+Sanic worker; everything else about it (offsets, epochs, history, TTLs,
+presence) behaves as the Redis broker does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol import Event, Publication, StreamPosition, now_ms
+from .base import BrokerHandler, BrokerOptions
+
+__all__ = ["MemoryBroker"]
+
+
+@dataclass(slots=True)
+class _ChannelLog:
+    epoch: str
+    capacity: int
+    offset: int = 0
+    history: deque[Publication] = field(init=False)
+    history_expires_s: float = 0.0
+    meta_expires_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.history = deque(maxlen=self.capacity or None)
+
+
+class MemoryBroker:
+    def __init__(self, options: BrokerOptions | None = None) -> None:
+        self._options = options or BrokerOptions()
+        # Channel logs survive subscriptions, as Redis keys do.
+        self._logs: dict[str, _ChannelLog] = {}
+        self._subscribed: set[str] = set()
+        self._presence: dict[str, dict[str, Any]] = {}
+        self._handler: BrokerHandler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
+        self._loop = asyncio.get_running_loop()
+
+    async def close(self) -> None:
+        self._handler = None
+        self._subscribed.clear()
+
+    @property
+    def ready(self) -> bool:
+        return self._handler is not None
+
+    async def subscribe(self, channel: str) -> None:
+        self._subscribed.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._subscribed.discard(channel)
+
+    def _log(self, channel: str, now_s: float) -> _ChannelLog | None:
+        log = self._logs.get(channel)
+        if log is None:
+            return None
+        if now_s >= log.meta_expires_s:
+            del self._logs[channel]
+            return None
+        if now_s >= log.history_expires_s:
+            log.history.clear()
+        return log
+
+    async def publish(
+        self, channel: str, data: Any, *, client: str | None = None, raw: str | None = None
+    ) -> StreamPosition:
+        now_s = time.monotonic()
+        log = self._log(channel, now_s)
+        if log is None:
+            log = self._logs[channel] = _ChannelLog(
+                epoch=secrets.token_hex(4), capacity=self._options.history_size
+            )
+        log.offset += 1
+        pub = Publication(
+            channel=channel,
+            offset=log.offset,
+            epoch=log.epoch,
+            data=data,
+            client=client,
+            ts_ms=now_ms(),
+            raw=raw,
+        )
+        if self._options.history_size > 0:
+            log.history.append(pub)
+        log.history_expires_s = now_s + self._options.history_ttl_s
+        log.meta_expires_s = now_s + max(self._options.meta_ttl_s, self._options.history_ttl_s)
+        self._deliver(pub)
+        return StreamPosition(pub.offset, pub.epoch)
+
+    async def publish_event(self, event: Event) -> None:
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        # call_soon keeps acceptance order and never runs subscribers inside
+        # the publisher's call stack.
+        subscribed = event.channel in self._subscribed
+        if subscribed and self._handler is not None and self._loop is not None:
+            self._loop.call_soon(self._handler.on_event, event)
+
+    async def position(self, channel: str) -> StreamPosition:
+        log = self._log(channel, time.monotonic())
+        return StreamPosition(0, "") if log is None else StreamPosition(log.offset, log.epoch)
+
+    async def history(
+        self, channel: str, since: int | None, limit: int
+    ) -> tuple[list[Publication], StreamPosition]:
+        log = self._log(channel, time.monotonic())
+        if log is None:
+            return [], StreamPosition(0, "")
+        if since is None:
+            kept = list(log.history)[-limit:] if limit > 0 else []
+        else:
+            kept = [pub for pub in log.history if pub.offset > since][:limit]
+        return kept, StreamPosition(log.offset, log.epoch)
+
+    async def add_presence(self, channel: str, client: str, info: Any) -> None:
+        self._presence.setdefault(channel, {})[client] = info
+
+    async def remove_presence(self, channel: str, client: str) -> None:
+        clients = self._presence.get(channel)
+        if clients is not None:
+            clients.pop(client, None)
+            if not clients:
+                del self._presence[channel]
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        return dict(self._presence.get(channel, {}))

@@ -1,0 +1,403 @@
+"""The Redis broker: pub/sub for delivery, a stream per channel for history.
+
+One pub/sub connection and one reader task per process, dispatching on the
+message's channel; commands (publish, history, presence) go through a
+connection pool. The reader notices a lost connection (or a deaf one, by its
+own heartbeat not coming back), reconnects with backoff, resubscribes every
+channel, and tells the handler so that gaps get healed from history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterator
+from importlib.resources import files
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..errors import BrokerUnavailable
+from ..protocol import (
+    Event,
+    Join,
+    Leave,
+    Publication,
+    StreamPosition,
+    decode_envelope,
+    encode_envelope,
+    now_ms,
+)
+from .base import BrokerHandler, BrokerOptions
+
+__all__ = ["RedisBroker", "channel_keys"]
+
+log = logging.getLogger("sanic_feeds.broker")
+
+PREFIX = "feeds"
+_INSTANCES_KEY = f"{PREFIX}:instances"
+_PUBSUB_PREFIX = f"{PREFIX}:{{"
+_CONNECT_TIMEOUT_S = 2.0
+_COMMAND_TIMEOUT_S = 5.0
+_SUBSCRIBE_TIMEOUT_S = 5.0
+_BACKOFF_MIN_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+class ChannelKeys:
+    """Redis names of one channel. The ``{channel}`` hash tag keeps all of a
+    channel's keys in one Redis Cluster slot, so the publish script works there."""
+
+    __slots__ = ("history", "meta", "presence", "pubsub")
+
+    def __init__(self, channel: str) -> None:
+        tag = f"{PREFIX}:{{{channel}}}"
+        self.pubsub = tag
+        self.meta = f"{tag}:meta"
+        self.history = f"{tag}:history"
+        self.presence = f"{tag}:presence"
+
+
+def channel_keys(channel: str) -> ChannelKeys:
+    return ChannelKeys(channel)
+
+
+def _channel_of(pubsub_name: bytes) -> str:
+    return pubsub_name[len(_PUBSUB_PREFIX) : -1].decode()
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """Map every way Redis can fail to the one error clients are told about."""
+    try:
+        yield
+    except (TimeoutError, RedisError, OSError) as exc:
+        raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+
+class RedisBroker:
+    def __init__(self, url: str, options: BrokerOptions | None = None) -> None:
+        self._url = url
+        self._options = options or BrokerOptions()
+        self._heartbeat_channel = f"{PREFIX}:instance:{self._options.instance_id}".encode()
+        # Commands: a small number of quick retries is fine, a publish is
+        # retried only when the connection failed before it was sent.
+        self._redis: Redis = Redis.from_url(
+            url,
+            socket_connect_timeout=_CONNECT_TIMEOUT_S,
+            socket_timeout=_COMMAND_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1),
+        )
+        # Pub/sub: no retries inside redis-py, because a silent reconnect
+        # would hide the messages lost meanwhile; the reader reconnects.
+        self._pubsub_client: Redis = Redis.from_url(
+            url,
+            socket_connect_timeout=_CONNECT_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._publish_script = self._redis.register_script(
+            files(__package__).joinpath("lua/publish.lua").read_text()
+        )
+        self._handler: BrokerHandler | None = None
+        #: Channels this process wants delivered (the hub reference-counts).
+        self._channels: set[str] = set()
+        #: Live pub/sub connection, None while disconnected.
+        self._pubsub: PubSub | None = None
+        #: Subscribe calls waiting for Redis to confirm, by pub/sub name.
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        #: Names still unconfirmed after a reconnect; when empty, gaps can be healed.
+        self._resubscribing: set[bytes] = set()
+        self._last_heartbeat_s = 0.0
+        self._connected_at_s = 0.0
+        self._reader_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+
+    # -- lifecycle
+
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
+        with _unavailable():
+            await asyncio.wait_for(self._redis.ping(), _CONNECT_TIMEOUT_S * 2)
+        self._reader_task = asyncio.create_task(self._read_forever(), name="feeds-redis-reader")
+        self._heartbeat_task = asyncio.create_task(
+            self._heartbeat_forever(), name="feeds-redis-heartbeat"
+        )
+        try:
+            await asyncio.wait_for(self._connected.wait(), _SUBSCRIBE_TIMEOUT_S)
+        except TimeoutError:
+            await self.close()
+            raise BrokerUnavailable("broker unavailable: pub/sub did not connect") from None
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in (self._heartbeat_task, self._reader_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._heartbeat_task = self._reader_task = None
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.zrem(_INSTANCES_KEY, self._options.instance_id)
+        await self._redis.aclose()
+        await self._pubsub_client.aclose()
+
+    @property
+    def ready(self) -> bool:
+        fresh_s = 3 * self._options.heartbeat_interval_s
+        return (
+            self._pubsub is not None
+            and not self._resubscribing
+            and time.monotonic() - self._last_heartbeat_s < fresh_s
+        )
+
+    # -- subscriptions
+
+    async def subscribe(self, channel: str) -> None:
+        name = channel_keys(channel).pubsub.encode()
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise BrokerUnavailable("broker unavailable: reconnecting")
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[name] = confirmed
+        self._channels.add(channel)
+        try:
+            with _unavailable():
+                await pubsub.subscribe(name)
+                await asyncio.wait_for(asyncio.shield(confirmed), _SUBSCRIBE_TIMEOUT_S)
+        except BaseException:
+            self._channels.discard(channel)
+            raise
+        finally:
+            if self._confirmations.get(name) is confirmed:
+                del self._confirmations[name]
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        pubsub = self._pubsub
+        if pubsub is not None:
+            # A failure here means the connection is gone, and with it the subscription.
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.unsubscribe(channel_keys(channel).pubsub)
+
+    # -- publishing and reading
+
+    async def publish(
+        self, channel: str, data: Any, *, client: str | None = None, raw: str | None = None
+    ) -> StreamPosition:
+        keys = channel_keys(channel)
+        envelope = encode_envelope(
+            Publication(channel, 0, "", data, client=client, ts_ms=now_ms(), raw=raw)
+        )
+        options = self._options
+        with _unavailable():
+            offset, epoch = await self._publish_script(
+                keys=[keys.meta, keys.history],
+                args=[
+                    keys.pubsub,
+                    envelope,
+                    options.history_size,
+                    options.history_ttl_s,
+                    max(options.meta_ttl_s, options.history_ttl_s),
+                ],
+            )
+        return StreamPosition(int(offset), epoch.decode())
+
+    async def publish_event(self, event: Event) -> None:
+        if isinstance(event, Join):
+            payload = b"j" + orjson.dumps({"c": event.client, "i": event.info})
+        elif isinstance(event, Leave):
+            payload = b"l" + orjson.dumps({"c": event.client})
+        else:
+            raise TypeError("publications go through publish()")
+        with _unavailable():
+            await self._redis.publish(channel_keys(event.channel).pubsub, payload)
+
+    async def position(self, channel: str) -> StreamPosition:
+        with _unavailable():
+            offset, epoch = await self._redis.hmget(channel_keys(channel).meta, "offset", "epoch")
+        if epoch is None or offset is None:
+            return StreamPosition(0, "")
+        return StreamPosition(int(offset), epoch.decode() if isinstance(epoch, bytes) else epoch)
+
+    async def history(
+        self, channel: str, since: int | None, limit: int
+    ) -> tuple[list[Publication], StreamPosition]:
+        keys = channel_keys(channel)
+        with _unavailable():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(keys.meta, "offset", "epoch")
+                if since is None:
+                    pipe.xrevrange(keys.history, "+", "-", count=limit)
+                else:
+                    pipe.xrange(keys.history, f"{since + 1}-0", "+", count=limit)
+                (offset, epoch), entries = await pipe.execute()
+        if epoch is None:
+            return [], StreamPosition(0, "")
+        position = StreamPosition(int(offset), epoch.decode())
+        if since is None:
+            entries.reverse()
+        pubs = [
+            decode_envelope(channel, int(entry_id.split(b"-", 1)[0]), position.epoch, fields[b"e"])
+            for entry_id, fields in entries
+        ]
+        return pubs, position
+
+    # -- presence
+
+    async def add_presence(self, channel: str, client: str, info: Any) -> None:
+        entry = orjson.dumps([self._options.instance_id, info])
+        with _unavailable():
+            await self._redis.hset(channel_keys(channel).presence, client, entry)
+
+    async def remove_presence(self, channel: str, client: str) -> None:
+        with _unavailable():
+            await self._redis.hdel(channel_keys(channel).presence, client)
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        key = channel_keys(channel).presence
+        alive_since_ms = now_ms() - int(self._instance_expiry_s * 1000)
+        with _unavailable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(key)
+                pipe.zrangebyscore(_INSTANCES_KEY, alive_since_ms, "+inf")
+                entries, alive = await pipe.execute()
+            live_instances = {instance.decode() for instance in alive}
+            present: dict[str, Any] = {}
+            dead: list[bytes] = []
+            for client, entry in entries.items():
+                instance, info = orjson.loads(entry)
+                if instance in live_instances:
+                    present[client.decode()] = info
+                else:
+                    dead.append(client)
+            if dead:
+                # Entries of an instance that stopped heartbeating (crashed):
+                # nobody else would ever remove them.
+                await self._redis.hdel(key, *dead)
+        return present
+
+    @property
+    def _instance_expiry_s(self) -> float:
+        return 5 * self._options.heartbeat_interval_s
+
+    # -- the reader
+
+    async def _read_forever(self) -> None:
+        delay_s = _BACKOFF_MIN_S
+        first = True
+        while True:
+            pubsub = self._pubsub_client.pubsub()
+            session = asyncio.create_task(self._read_session(pubsub, resubscribe=not first))
+            self._session_task = session
+            await asyncio.wait({session})
+            # The session ended: stop accepting subscriptions, fail those in
+            # flight, and drop the connection before trying again.
+            self._pubsub = None
+            self._connected.clear()
+            self._resubscribing.clear()
+            for confirmed in self._confirmations.values():
+                if not confirmed.done():
+                    confirmed.set_exception(BrokerUnavailable("broker unavailable: disconnected"))
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if self._closing:
+                return
+            if session.cancelled():
+                log.warning("broker pub/sub went deaf (own heartbeat missing); reconnecting")
+            else:
+                log.warning(
+                    "broker pub/sub connection lost (%s); reconnecting", session.exception()
+                )
+            if self._connected_at_s and time.monotonic() - self._connected_at_s > _BACKOFF_MAX_S:
+                delay_s = _BACKOFF_MIN_S  # it was a working connection: retry quickly
+            self._connected_at_s = 0.0
+            first = False
+            # Jittered exponential backoff, so that many instances do not
+            # reconnect in lockstep after a Redis restart.
+            await asyncio.sleep(delay_s * (0.5 + random.random()))
+            delay_s = min(_BACKOFF_MAX_S, delay_s * 2)
+
+    async def _read_session(self, pubsub: PubSub, *, resubscribe: bool) -> None:
+        names = [
+            self._heartbeat_channel,
+            *(channel_keys(c).pubsub.encode() for c in self._channels),
+        ]
+        if resubscribe:
+            self._resubscribing = set(names)
+        await pubsub.subscribe(*names)
+        self._pubsub = pubsub
+        self._connected_at_s = time.monotonic()
+        self._connected.set()
+        if resubscribe:
+            log.info("broker pub/sub reconnected; %d channels resubscribed", len(names) - 1)
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        name: bytes = message["channel"]
+        if kind == "message":
+            if name == self._heartbeat_channel:
+                self._last_heartbeat_s = time.monotonic()
+                return
+            event = self._decode(_channel_of(name), message["data"])
+            if event is not None and self._handler is not None:
+                self._handler.on_event(event)
+        elif kind == "subscribe":
+            confirmed = self._confirmations.get(name)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            if self._resubscribing:
+                self._resubscribing.discard(name)
+                if not self._resubscribing and self._handler is not None:
+                    self._handler.on_resubscribed()
+
+    @staticmethod
+    def _decode(channel: str, payload: bytes) -> Event | None:
+        kind = payload[:1]
+        if kind == b"m":
+            offset, epoch, envelope = payload[1:].split(b":", 2)
+            return decode_envelope(channel, int(offset), epoch.decode(), envelope)
+        if kind == b"j":
+            fields = orjson.loads(payload[1:])
+            return Join(channel, fields["c"], fields.get("i"))
+        if kind == b"l":
+            return Leave(channel, orjson.loads(payload[1:])["c"])
+        log.warning("ignoring a malformed broker message on %r", channel)
+        return None
+
+    # -- heartbeat
+
+    async def _heartbeat_forever(self) -> None:
+        interval_s = self._options.heartbeat_interval_s
+        deaf_after_s = 5 * interval_s
+        while True:
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.publish(self._heartbeat_channel, b"")
+                    pipe.zadd(_INSTANCES_KEY, {self._options.instance_id: now_ms()})
+                    await pipe.execute()
+            session = self._session_task
+            connected_for_long = (
+                self._pubsub is not None
+                and time.monotonic() - max(self._last_heartbeat_s, self._connected_at_s)
+                > deaf_after_s
+            )
+            if connected_for_long and session is not None and not session.done():
+                # Connected but deaf (a half-open TCP connection, or Redis
+                # stopped sending): only a new connection can tell.
+                session.cancel()
+            await asyncio.sleep(interval_s)

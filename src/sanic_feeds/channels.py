@@ -1,0 +1,35 @@
+"""Channel-name rules (SPEC "Security")."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import BadChannel
+
+__all__ = ["MAX_CHANNEL_LENGTH", "namespace_of", "validate_channel"]
+
+MAX_CHANNEL_LENGTH = 200
+
+_CHANNEL_RE = re.compile(rf"[A-Za-z0-9_\-.:@$/]{{1,{MAX_CHANNEL_LENGTH}}}")
+
+
+def validate_channel(name: object) -> str:
+    """Return ``name`` if it is a valid channel name, else raise :class:`BadChannel`.
+
+    Valid: 1 to 200 characters of ``A-Z a-z 0-9 _ - . : @ $ /``. The rule keeps
+    ``{`` and ``}`` out, which is what lets channel names sit inside Redis
+    Cluster hash tags unescaped.
+    """
+    if not isinstance(name, str) or _CHANNEL_RE.fullmatch(name) is None:
+        shown = repr(name) if not isinstance(name, str) else repr(name[:50])
+        raise BadChannel(
+            f"invalid channel name {shown}: use 1 to {MAX_CHANNEL_LENGTH} characters "
+            "of A-Z a-z 0-9 _ - . : @ $ /"
+        )
+    return name
+
+
+def namespace_of(channel: str) -> str:
+    """The namespace of ``chat:room1`` is ``chat``; a name without ``:`` has namespace ``""``."""
+    head, sep, _ = channel.partition(":")
+    return head if sep else ""

@@ -1,0 +1,290 @@
+"""The ``sanic-feeds`` command line: serve, publish, subscribe, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from .brokers import SUPPORTED_SCHEMES
+from .errors import BrokerUnavailable
+from .settings import ENV_PREFIX, Settings, SettingsError, env_of, flag_of, load_settings
+
+__all__ = ["main"]
+
+PROG = "sanic-feeds"
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+# -- serve
+
+
+def _add_serve(sub: Any) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the feed server",
+        description="Run the feed server. Every option also reads the environment variable "
+        f"shown ({ENV_PREFIX}...) and the --config TOML file; the command line wins.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings (env FEEDS_CONFIG)")
+    for f in fields(Settings):
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        parser.add_argument(
+            flag_of(f.name),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper().removesuffix("_S"),
+            help=f"{f.metadata['help']} (env {env_of(f.name)}, default {shown!r})",
+        )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        settings = load_settings(
+            {f.name: getattr(args, f.name) for f in fields(Settings)},
+            config_file=args.config or os.environ.get("FEEDS_CONFIG") or None,
+        )
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    scheme = urlsplit(settings.broker).scheme
+    if scheme not in SUPPORTED_SCHEMES:
+        _fail(f"unsupported broker URL {settings.broker!r}: use memory:// or redis://HOST:PORT/DB")
+    if scheme == "memory" and settings.workers > 1:
+        _fail(
+            f"--workers {settings.workers} needs a shared broker: memory:// lives inside one "
+            "process, so messages would not cross workers. Use --broker redis://HOST:PORT/DB "
+            "(or --workers 1)."
+        )
+    if scheme != "memory":
+        _check_broker(settings.broker)
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from .app import create_app, create_app_from_env, settings_to_env
+
+    run_options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "motd": False,
+    }
+    if settings.workers == 1:
+        app = create_app(settings)
+        app.run(single_process=True, **run_options)
+        return 0
+    settings_to_env(settings)
+    loader = AppLoader(factory=create_app_from_env)
+    app = loader.load()
+    app.prepare(workers=settings.workers, **run_options)
+    Sanic.serve(primary=app, app_loader=loader)
+    return 0
+
+
+def _check_broker(url: str) -> None:
+    """Fail in one line, before Sanic starts, when the broker cannot be reached."""
+    from redis.asyncio import Redis
+
+    async def ping() -> None:
+        client = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except Exception as exc:
+        _fail(f"cannot reach the broker at {url}: {exc}")
+
+
+# -- publish
+
+
+def _add_publish(sub: Any) -> None:
+    parser = sub.add_parser(
+        "publish",
+        help="publish one message",
+        description="Publish DATA (JSON if it parses, else the text) on CHANNEL, through the "
+        "HTTP API of a running server (--url) or straight through the broker (--broker).",
+    )
+    parser.add_argument("channel")
+    parser.add_argument("data")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--url", help="a server's base URL, e.g. http://127.0.0.1:8000")
+    target.add_argument("--broker", help=f"broker URL (env {ENV_PREFIX}BROKER)")
+    parser.add_argument("--api-key", help=f"the server's API key (env {ENV_PREFIX}API_KEY)")
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import os
+
+    from .channels import validate_channel
+    from .errors import BadChannel
+    from .protocol import data_from_client_text
+
+    try:
+        validate_channel(args.channel)
+    except BadChannel as exc:
+        _fail(exc.message, 2)
+    data, _ = data_from_client_text(args.data)
+    if args.url:
+        result = _publish_http(
+            args.url, args.channel, data, args.api_key or os.environ.get(ENV_PREFIX + "API_KEY")
+        )
+    else:
+        broker = args.broker or os.environ.get(ENV_PREFIX + "BROKER") or ""
+        if not broker:
+            _fail(
+                "say where to publish: --url http://HOST:PORT or --broker redis://HOST:PORT/DB", 2
+            )
+        if broker.startswith("memory:"):
+            _fail("memory:// lives inside the server's process: use --url http://HOST:PORT", 2)
+        result = asyncio.run(_publish_broker(broker, args.channel, data))
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+def _publish_http(base_url: str, channel: str, data: Any, api_key: str | None) -> Any:
+    request = urllib.request.Request(
+        base_url.rstrip("/") + "/api/publish",
+        data=orjson.dumps({"channel": channel, "data": data}),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    if api_key:
+        request.add_header("Authorization", f"apikey {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return orjson.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = orjson.loads(exc.read())["message"]
+        except Exception:
+            message = exc.reason
+        _fail(f"{base_url} refused the publish ({exc.code}): {message}")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        _fail(f"cannot reach {base_url}: {reason}")
+
+
+async def _publish_broker(url: str, channel: str, data: Any) -> Any:
+    from .publisher import Publisher
+
+    try:
+        async with Publisher(url) as publisher:
+            position = await publisher.publish(channel, data)
+    except (BrokerUnavailable, ValueError) as exc:
+        _fail(str(exc))
+    return {"offset": position.offset, "epoch": position.epoch}
+
+
+# -- subscribe
+
+
+def _add_subscribe(sub: Any) -> None:
+    parser = sub.add_parser(
+        "subscribe",
+        help="print a channel's events as JSON lines",
+        description="Subscribe to CHANNEL on a running server and print every event as one "
+        "JSON line on stdout until interrupted.",
+    )
+    parser.add_argument("channel")
+    parser.add_argument(
+        "--url", default="ws://127.0.0.1:8000", help="the server (default ws://127.0.0.1:8000)"
+    )
+    parser.add_argument("--count", type=int, default=0, help="exit after COUNT messages")
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    from .channels import validate_channel
+    from .errors import BadChannel
+
+    try:
+        validate_channel(args.channel)
+    except BadChannel as exc:
+        _fail(exc.message, 2)
+    try:
+        return asyncio.run(_print_events(args.url, args.channel, args.count))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _print_events(base_url: str, channel: str, count: int) -> int:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+    url = base_url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    url = f"{url}/feed/{quote(channel, safe=':@$/')}"
+    messages = 0
+    try:
+        async with connect(url, open_timeout=10, max_size=None) as ws:
+            async for frame in ws:
+                text = frame if isinstance(frame, str) else frame.decode()
+                print(text, flush=True)
+                if count and orjson.loads(text).get("type") == "message":
+                    messages += 1
+                    if messages >= count:
+                        return 0
+    except ConnectionClosed as exc:
+        _fail(f"the server closed the connection ({exc.rcvd.code if exc.rcvd else 1006})")
+    except (InvalidHandshake, InvalidURI, OSError, TimeoutError) as exc:
+        _fail(f"cannot subscribe at {url}: {exc}")
+    return 0
+
+
+# -- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="A horizontally scalable WebSocket feed server on Sanic."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_publish(sub)
+    _add_subscribe(sub)
+    try:
+        from .bench import add_bench_arguments
+    except ImportError:
+        pass
+    else:
+        add_bench_arguments(sub.add_parser("bench", help="measure a deployment under load"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "publish":
+        return _publish(args)
+    if args.command == "subscribe":
+        return _subscribe(args)
+    from .bench import run_bench
+
+    status: int = run_bench(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""One client connection: its id, wire format, outbox and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, Protocol
+
+from .errors import CloseCode, ErrorCode
+from .outbox import Flusher, Outbox, WritableProtocol
+from .protocol import WireFormat, encode_error, text_frame
+from .ratelimit import RateLimiter
+
+__all__ = ["Connection", "WebSocket", "new_client_id"]
+
+
+class WebSocket(Protocol):
+    """The slice of Sanic's ``WebsocketImplProtocol`` a connection uses."""
+
+    io_proto: WritableProtocol | None
+
+    async def recv(self) -> str | bytes | None: ...
+
+    def fail_connection(self, code: int = 1006, reason: str = "") -> bool: ...
+
+
+def new_client_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Connection:
+    """State of one WebSocket client, owned by its handler task.
+
+    Everything sent to the client goes through :attr:`outbox`, so replies and
+    publications leave in the order they were queued.
+    """
+
+    __slots__ = (
+        "channels",
+        "closed",
+        "id",
+        "info",
+        "limiter",
+        "outbox",
+        "task",
+        "wire_format",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        flusher: Flusher,
+        *,
+        wire_format: WireFormat,
+        max_queue: int,
+        limiter: RateLimiter,
+        client_id: str | None = None,
+        info: Any = None,
+    ) -> None:
+        if ws.io_proto is None:
+            raise RuntimeError("the WebSocket has no transport")
+        self.ws = ws
+        self.id = client_id or new_client_id()
+        self.info = info if info is not None else {}
+        self.wire_format = wire_format
+        self.limiter = limiter
+        #: Channels this connection is subscribed to.
+        self.channels: set[str] = set()
+        self.closed = False
+        #: The handler task, cancelled when the server closes the connection
+        #: while the handler waits for a frame that may never come.
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        self.outbox = Outbox(
+            ws.io_proto,
+            flusher,
+            max_queue,
+            on_abort=lambda: self.close(
+                CloseCode.TRY_AGAIN_LATER, "too slow, resubscribe with since"
+            ),
+        )
+
+    def send(self, payload: bytes) -> None:
+        """Queue one text frame; never waits."""
+        self.outbox.put(text_frame(payload))
+
+    def send_error(self, code: ErrorCode, message: str, command_id: Any = None) -> None:
+        """Tell a JSON client what went wrong; raw clients are told nothing (SPEC)."""
+        if self.wire_format is WireFormat.JSON:
+            self.send(encode_error(code, message, command_id))
+
+    def close(self, code: CloseCode, reason: str = "") -> None:
+        """Close with ``code`` without waiting: frames queued so far go first."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.outbox.closed:
+            self.outbox.flush()
+            self.outbox.close()
+        self.ws.fail_connection(int(code), reason)
+        task = self.task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()

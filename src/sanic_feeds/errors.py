@@ -1,0 +1,101 @@
+"""Error codes, close codes and the exception tree, mapped to the wire in one place."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+__all__ = [
+    "BadChannel",
+    "BadRequest",
+    "BrokerUnavailable",
+    "CloseCode",
+    "ErrorCode",
+    "FeedsError",
+    "Forbidden",
+    "LimitExceeded",
+    "RateLimited",
+    "TooLarge",
+    "Unauthorized",
+]
+
+
+class ErrorCode(StrEnum):
+    """The ``code`` of an ``error`` event (SPEC "Events")."""
+
+    BAD_REQUEST = "bad_request"
+    BAD_CHANNEL = "bad_channel"
+    FORBIDDEN = "forbidden"
+    UNAUTHORIZED = "unauthorized"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    LIMIT_EXCEEDED = "limit_exceeded"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses (RFC 6455 section 7.4.1)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    UNSUPPORTED_DATA = 1003
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+class FeedsError(Exception):
+    """Base of every error a client can be told about.
+
+    ``code`` is the wire error code and ``http_status`` the status used when
+    the error is answered over HTTP (the API, or a refused upgrade).
+    """
+
+    code: ErrorCode = ErrorCode.BAD_REQUEST
+    http_status: int = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(FeedsError):
+    code = ErrorCode.BAD_REQUEST
+    http_status = 400
+
+
+class BadChannel(FeedsError):
+    code = ErrorCode.BAD_CHANNEL
+    http_status = 400
+
+
+class Unauthorized(FeedsError):
+    code = ErrorCode.UNAUTHORIZED
+    http_status = 401
+
+
+class Forbidden(FeedsError):
+    code = ErrorCode.FORBIDDEN
+    http_status = 403
+
+
+class TooLarge(FeedsError):
+    code = ErrorCode.TOO_LARGE
+    http_status = 413
+
+
+class RateLimited(FeedsError):
+    code = ErrorCode.RATE_LIMITED
+    http_status = 429
+
+
+class LimitExceeded(FeedsError):
+    code = ErrorCode.LIMIT_EXCEEDED
+    http_status = 503
+
+
+class BrokerUnavailable(FeedsError):
+    """The broker cannot be reached; nothing was published."""
+
+    code = ErrorCode.UNAVAILABLE
+    http_status = 503

@@ -1,0 +1,208 @@
+"""``Feeds``: the Sanic extension that mounts the feed server into an app.
+
+The only module, with ``api.py``, that knows Sanic: it registers the routes
+and the lifecycle listeners and keeps its state on ``app.ctx.feeds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from sanic import Blueprint, Request, Sanic
+from sanic.response import HTTPResponse
+
+from .api import error_response, register_api
+from .brokers import BrokerOptions, create_broker
+from .channels import namespace_of, validate_channel
+from .connection import Connection
+from .errors import BrokerUnavailable, CloseCode, FeedsError, Forbidden, LimitExceeded
+from .feed import parse_wire_format, serve_feed
+from .hub import Hub
+from .outbox import Flusher
+from .protocol import Join, Leave, StreamPosition
+from .ratelimit import RateLimiter
+from .settings import Settings
+
+__all__ = ["Feeds"]
+
+log = logging.getLogger("sanic_feeds")
+
+
+class Feeds:
+    """Mount live feeds into a Sanic app::
+
+        app = Sanic("myapp")
+        feeds = Feeds(app, broker="redis://127.0.0.1:6379/0")
+
+    ``settings`` holds every option of ``sanic-feeds serve``; keyword
+    ``options`` override single fields of it (``max_queue=500``).
+    """
+
+    def __init__(
+        self,
+        app: Sanic[Any, Any] | None = None,
+        *,
+        broker: str | None = None,
+        settings: Settings | None = None,
+        url_prefix: str = "",
+        **options: Any,
+    ) -> None:
+        settings = settings or Settings()
+        if broker is not None:
+            options["broker"] = broker
+        self.settings = settings.replace(**options) if options else settings
+        self.url_prefix = url_prefix
+        #: Names this instance in presence entries and heartbeats.
+        self.instance_id = secrets.token_hex(6)
+        self.broker = create_broker(
+            self.settings.broker,
+            BrokerOptions(
+                history_size=self.settings.history_size,
+                history_ttl_s=self.settings.history_ttl_s,
+                instance_id=self.instance_id,
+            ),
+        )
+        self._hub: Hub | None = None
+        #: Open WebSocket connections of this process.
+        self.connections: set[Connection] = set()
+        self._draining = False
+        if app is not None:
+            self.init_app(app)
+
+    # -- wiring
+
+    def init_app(self, app: Sanic[Any, Any]) -> None:
+        settings = self.settings
+        app.ctx.feeds = self
+        app.config.WEBSOCKET_MAX_SIZE = settings.max_message_bytes
+        app.config.WEBSOCKET_PING_INTERVAL = settings.ping_interval_s or None
+        app.config.WEBSOCKET_PING_TIMEOUT = settings.ping_timeout_s or None
+        app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.drain_timeout_s
+        bp = Blueprint("feeds", url_prefix=self.url_prefix or None)
+        bp.add_websocket_route(self._feed_endpoint, "/feed/<channel:path>", name="feed")
+
+        async def admit_upgrade(request: Request) -> HTTPResponse | None:
+            # Sanic drops bound methods registered as blueprint middleware.
+            return await self._admit_upgrade(request)
+
+        bp.on_request(admit_upgrade)
+        register_api(self, bp)
+        app.blueprint(bp)
+        app.register_listener(self._start, "before_server_start")
+        app.register_listener(self._drain, "before_server_stop")
+        app.register_listener(self._stop, "after_server_stop")
+
+    async def _start(self, app: Sanic[Any, Any]) -> None:
+        self._hub = Hub(
+            self.broker, Flusher(asyncio.get_running_loop()), heal_max=self.settings.recovery_max
+        )
+        await self.broker.start(self._hub)
+        log.info("feeds instance %s ready on %s", self.instance_id, _redact(self.settings.broker))
+
+    async def _drain(self, app: Sanic[Any, Any]) -> None:
+        # Refuse new upgrades, tell every client to go away (1001), and give
+        # the handlers a bounded time to leave their channels cleanly.
+        self._draining = True
+        tasks = [conn.task for conn in self.connections if conn.task is not None]
+        for conn in list(self.connections):
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
+
+    async def _stop(self, app: Sanic[Any, Any]) -> None:
+        if self._hub is not None:
+            await self._hub.close()
+        await self.broker.close()
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("the feeds server has not started yet")
+        return self._hub
+
+    @property
+    def ready(self) -> bool:
+        return self._hub is not None and not self._draining and self.broker.ready
+
+    # -- the public API
+
+    async def publish(self, channel: str, data: Any) -> StreamPosition:
+        """Publish ``data`` (any JSON value) on ``channel``, from any handler.
+
+        Returns the offset and epoch the broker assigned. Raises
+        ``BadChannel`` or ``BrokerUnavailable``.
+        """
+        validate_channel(channel)
+        return await self.broker.publish(channel, data)
+
+    # -- connections
+
+    async def _admit_upgrade(self, request: Request) -> HTTPResponse | None:
+        """Refuse an upgrade with a plain HTTP error before it happens."""
+        route = request.route
+        if route is None or not route.extra.websocket:
+            return None
+        try:
+            validate_channel(request.match_info.get("channel"))
+            request.ctx.wire_format = parse_wire_format(request.args.get("format"))
+            origins = self.settings.allowed_origins
+            if origins and request.headers.get("origin") not in origins:
+                raise Forbidden("origin not allowed")
+            if self._draining:
+                raise LimitExceeded("server shutting down")
+            if len(self.connections) >= self.settings.max_connections:
+                raise LimitExceeded("too many connections on this instance")
+        except FeedsError as exc:
+            return error_response(exc)
+        return None
+
+    async def _feed_endpoint(self, request: Request, ws: Any, channel: str) -> None:
+        settings = self.settings
+        conn = Connection(
+            ws,
+            self.hub.flusher,
+            wire_format=request.ctx.wire_format,
+            max_queue=settings.max_queue,
+            limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+        )
+        self.connections.add(conn)
+        try:
+            await serve_feed(self, conn, channel)
+        finally:
+            self.connections.discard(conn)
+            conn.outbox.close()
+
+    async def join(
+        self, conn: Connection, channel: str, greet: Callable[[StreamPosition], None]
+    ) -> StreamPosition:
+        """Subscribe ``conn`` to ``channel`` and announce it (presence, ``join``)."""
+        position = await self.hub.subscribe(channel, conn.outbox, conn.wire_format, greet)
+        conn.channels.add(channel)
+        try:
+            await self.broker.add_presence(channel, conn.id, conn.info)
+            if self.settings.joins_announced(namespace_of(channel)):
+                await self.broker.publish_event(Join(channel, conn.id, conn.info))
+        except BrokerUnavailable:
+            log.warning("could not announce %s on %r: broker unavailable", conn.id, channel)
+        return position
+
+    async def leave(self, conn: Connection, channel: str) -> None:
+        """Undo :meth:`join`; never raises for a broker that went away."""
+        conn.channels.discard(channel)
+        await self.hub.unsubscribe(channel, conn.outbox)
+        with contextlib.suppress(BrokerUnavailable):
+            await self.broker.remove_presence(channel, conn.id)
+            if self.settings.joins_announced(namespace_of(channel)):
+                await self.broker.publish_event(Leave(channel, conn.id))
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

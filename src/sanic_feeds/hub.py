@@ -1,0 +1,279 @@
+"""The per-process hub: channel subscriptions, ordering, gap healing, fan-out.
+
+Broker subscriptions belong to the process and are reference-counted: the
+first local subscriber of a channel subscribes, the last unsubscribes (that
+channel only), under a per-channel lock with rollback on failure.
+
+Each channel remembers the last offset it delivered. A publication that does
+not follow it (pub/sub skipped some after a reconnect, or Redis dropped this
+subscriber) parks the channel while the missing publications are read from
+history; they are delivered in order before anything newer. When history no
+longer holds them, the channel's clients are closed with 1013 so that they
+resubscribe and learn ``recovered: false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from .brokers.base import Broker
+from .errors import BrokerUnavailable
+from .outbox import Flusher, Outbox
+from .protocol import (
+    Event,
+    Publication,
+    StreamPosition,
+    WireFormat,
+    encode_event,
+    text_frame,
+)
+from .recovery import contiguous_after
+
+__all__ = ["Hub"]
+
+log = logging.getLogger("sanic_feeds.hub")
+
+
+@dataclass(slots=True, eq=False)
+class _Channel:
+    #: Local subscribers, by the wire format they receive.
+    members: dict[WireFormat, set[Outbox]] = field(
+        default_factory=lambda: {WireFormat.JSON: set(), WireFormat.RAW: set()}
+    )
+    #: The last publication delivered (or the channel's position when subscribed).
+    position: StreamPosition = field(default_factory=lambda: StreamPosition(0, ""))
+    #: Live publications held back while the channel is being positioned or
+    #: healed; None while publications flow straight through.
+    parked: list[Publication] | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(len(outboxes) for outboxes in self.members.values())
+
+
+class _KeyedLock:
+    """One asyncio.Lock per key, forgotten when nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Hub:
+    """Implements :class:`~sanic_feeds.brokers.base.BrokerHandler`."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        flusher: Flusher,
+        *,
+        heal_max: int = 300,
+        on_delivered: Callable[[int], None] | None = None,
+    ) -> None:
+        self._broker = broker
+        self.flusher = flusher
+        #: The largest gap healed from history; a larger one gives clients up.
+        self._heal_max = heal_max
+        self._on_delivered = on_delivered
+        self._channels: dict[str, _Channel] = {}
+        self._lock = _KeyedLock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- subscriptions
+
+    async def subscribe(
+        self,
+        channel: str,
+        outbox: Outbox,
+        wire_format: WireFormat,
+        greet: Callable[[StreamPosition], None] | None = None,
+    ) -> StreamPosition:
+        """Add ``outbox`` to ``channel``; it receives everything after the returned position.
+
+        ``greet`` is called with that position right before the first
+        publication can reach the outbox (to queue ``subscribed`` first).
+        Raises ``BrokerUnavailable`` (nothing changed) when the broker fails.
+        """
+        async with self._lock(channel):
+            state = self._channels.get(channel)
+            if state is None:
+                state = await self._open(channel)
+            if greet is not None:
+                greet(state.position)
+            state.members[wire_format].add(outbox)
+            return state.position
+
+    async def _open(self, channel: str) -> _Channel:
+        # Park publications until the channel's position is known: those
+        # at or before it are history, those after it are delivered.
+        state = _Channel(parked=[])
+        self._channels[channel] = state
+        try:
+            await self._broker.subscribe(channel)
+            state.position = await self._broker.position(channel)
+        except BaseException:
+            del self._channels[channel]
+            with contextlib.suppress(BrokerUnavailable):
+                await self._broker.unsubscribe(channel)
+            raise
+        self._heal_soon(channel, state, check_history=False)
+        return state
+
+    async def unsubscribe(self, channel: str, outbox: Outbox) -> None:
+        """Remove ``outbox``; the last one out unsubscribes the process from ``channel``."""
+        async with self._lock(channel):
+            state = self._channels.get(channel)
+            if state is None:
+                return
+            for outboxes in state.members.values():
+                outboxes.discard(outbox)
+            if state.size == 0:
+                del self._channels[channel]
+                with contextlib.suppress(BrokerUnavailable):
+                    await self._broker.unsubscribe(channel)
+
+    def local_subscribers(self, channel: str) -> int:
+        state = self._channels.get(channel)
+        return 0 if state is None else state.size
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    # -- BrokerHandler
+
+    def on_event(self, event: Event) -> None:
+        state = self._channels.get(event.channel)
+        if state is None:
+            return
+        if not isinstance(event, Publication):
+            self._fan_out(state, event)
+            return
+        if state.parked is not None:
+            state.parked.append(event)
+            return
+        position = state.position
+        if event.epoch == position.epoch and event.offset == position.offset + 1:
+            state.position = StreamPosition(event.offset, event.epoch)
+            self._fan_out(state, event)
+        elif event.epoch == position.epoch and event.offset <= position.offset:
+            return  # delivered already (read from history while healing)
+        elif not position.epoch and position.offset == 0:
+            # The channel had no history when this process subscribed: the
+            # first publication starts the epoch.
+            state.position = StreamPosition(event.offset - 1, event.epoch)
+            self.on_event(event)
+        else:
+            state.parked = [event]
+            self._heal_soon(event.channel, state, check_history=True)
+
+    def on_resubscribed(self) -> None:
+        # Whatever was published while pub/sub was down was not delivered:
+        # compare every channel with its history.
+        for channel, state in self._channels.items():
+            if state.parked is None:
+                state.parked = []
+                self._heal_soon(channel, state, check_history=True)
+
+    # -- healing
+
+    def _heal_soon(self, channel: str, state: _Channel, *, check_history: bool) -> None:
+        task = asyncio.create_task(
+            self._heal(channel, state, check_history), name=f"feeds-heal:{channel}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _heal(self, channel: str, state: _Channel, check_history: bool) -> None:
+        """Deliver what was parked, filling gaps from history, then let publications flow."""
+        while self._channels.get(channel) is state and state.parked is not None:
+            position = state.position
+            if not check_history and all(p.epoch == position.epoch for p in state.parked):
+                ready, waiting = contiguous_after(position.offset, state.parked)
+                if not waiting:
+                    self._deliver_all(state, ready)
+                    state.parked = None
+                    return
+            check_history = False
+            try:
+                history, current = await self._broker.history(
+                    channel, position.offset, self._heal_max + 1
+                )
+            except BrokerUnavailable:
+                # Keep the channel parked; the reader reconnects meanwhile.
+                log.warning("cannot heal %r now: broker unavailable", channel)
+                await asyncio.sleep(0.5)
+                continue
+            if self._channels.get(channel) is not state:
+                return
+            if position.epoch and current.epoch != position.epoch:
+                self._give_up(channel, state, "its history was lost (new epoch)")
+                return
+            if not position.epoch:
+                position = state.position = StreamPosition(position.offset, current.epoch)
+            live = [p for p in state.parked if p.epoch == current.epoch]
+            ready, _ = contiguous_after(position.offset, history, live)
+            missing = current.offset - position.offset
+            if missing > self._heal_max or (missing > 0 and not ready):
+                self._give_up(channel, state, f"{missing} publications are no longer in history")
+                return
+            self._deliver_all(state, ready)
+            # What arrived during the read waits for the next round, which
+            # delivers it at once if it follows on.
+            last = state.position
+            state.parked = [
+                p for p in state.parked if p.epoch == last.epoch and p.offset > last.offset
+            ]
+            if not state.parked:
+                state.parked = None
+
+    def _deliver_all(self, state: _Channel, publications: list[Publication]) -> None:
+        for pub in publications:
+            state.position = StreamPosition(pub.offset, pub.epoch)
+            self._fan_out(state, pub)
+
+    def _give_up(self, channel: str, state: _Channel, why: str) -> None:
+        log.warning("closing %d clients of %r: %s", state.size, channel, why)
+        for outboxes in state.members.values():
+            for outbox in list(outboxes):
+                outbox.abort()
+        state.parked = None
+
+    # -- fan-out
+
+    def _fan_out(self, state: _Channel, event: Event) -> None:
+        delivered = 0
+        for wire_format, outboxes in state.members.items():
+            if outboxes:
+                frame = text_frame(encode_event(event, wire_format))
+                for outbox in outboxes:
+                    outbox.put(frame)
+                delivered += len(outboxes)
+        if self._on_delivered is not None:
+            self._on_delivered(delivered)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

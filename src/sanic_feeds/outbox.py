@@ -1,0 +1,148 @@
+"""Per-connection bounded outbound queues, and the flusher that drains them.
+
+Fan-out only ever calls :meth:`Outbox.put`, which never awaits: it queues a
+pre-built frame and asks the flusher to write this connection's queue once
+the current burst of dispatching is over. All frames queued in one loop
+iteration leave in a single ``transport.write``. When the socket does not
+keep up, frames wait in the queue (the transport's buffer stays small);
+past ``max_frames`` the connection is closed with 1013 and nobody else
+notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["Flusher", "Outbox", "WritableProtocol"]
+
+
+class WritableProtocol(Protocol):
+    """The slice of Sanic's connection protocol an outbox needs."""
+
+    transport: asyncio.WriteTransport | None
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` once the transport accepts writes again (flow control)."""
+
+
+class Flusher:
+    """Writes every outbox that received frames, once per loop iteration."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Outbox] = []
+        self._scheduled = False
+
+    def schedule(self, outbox: Outbox) -> None:
+        self._dirty.append(outbox)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for outbox in dirty:
+            outbox.flush()
+
+
+class Outbox:
+    """The outbound queue of one connection, at most ``max_frames`` long.
+
+    ``on_abort`` is called (once, synchronously) when the queue overflows or
+    the hub gives the connection up (:meth:`abort`); it must close the
+    connection with 1013 without awaiting.
+    """
+
+    __slots__ = (
+        "_drain_task",
+        "_flusher",
+        "_frames",
+        "_max_frames",
+        "_on_abort",
+        "_protocol",
+        "_scheduled",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        protocol: WritableProtocol,
+        flusher: Flusher,
+        max_frames: int,
+        on_abort: Callable[[], None],
+    ) -> None:
+        self._protocol = protocol
+        self._flusher = flusher
+        self._max_frames = max_frames
+        self._on_abort = on_abort
+        self._frames: list[bytes] = []
+        #: True while the flusher has this outbox in its list.
+        self._scheduled = False
+        #: Waits for the transport to accept writes again; None when writable.
+        self._drain_task: asyncio.Task[None] | None = None
+        #: Once closed, frames are dropped silently.
+        self.closed = False
+
+    def put(self, frame: bytes) -> None:
+        """Queue one complete WebSocket frame. Never blocks, never raises."""
+        if self.closed:
+            return
+        frames = self._frames
+        frames.append(frame)
+        if len(frames) > self._max_frames:
+            self.abort()
+            return
+        if not self._scheduled:
+            self._scheduled = True
+            self._flusher.schedule(self)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self.closed or self._drain_task is not None or not self._frames:
+            return
+        transport = self._protocol.transport
+        if transport is None or transport.is_closing():
+            self.close()
+            return
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            # The peer is not reading fast enough: keep frames here, where
+            # they are counted, until the transport drains.
+            self._drain_task = asyncio.create_task(self._wait_writable())
+            return
+        frames = self._frames
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        frames.clear()
+
+    async def _wait_writable(self) -> None:
+        try:
+            await self._protocol.send(b"")
+        except Exception:
+            # The connection is gone; its handler will notice on its own.
+            self._drain_task = None
+            self.close()
+            return
+        self._drain_task = None
+        self.flush()
+
+    @property
+    def queued(self) -> int:
+        return len(self._frames)
+
+    def abort(self) -> None:
+        """Give the connection up: it is closed with 1013 and may recover with ``since``."""
+        if not self.closed:
+            self.close()
+            self._on_abort()
+
+    def close(self) -> None:
+        """Drop queued frames and accept no more. Idempotent."""
+        self.closed = True
+        self._frames.clear()
+        task, self._drain_task = self._drain_task, None
+        if task is not None:
+            task.cancel()

@@ -1,0 +1,171 @@
+"""Server settings: one dataclass, filled from defaults, a TOML file, the
+environment (``FEEDS_*``) and the command line, in that order of precedence."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "option_help"]
+
+ENV_PREFIX = "FEEDS_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message says which and why."""
+
+
+def _option(default: Any, help: str, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = _option("127.0.0.1", "address to listen on")
+    port: int = _option(8000, "port to listen on")
+    broker: str = _option("memory://", "memory:// (one process) or redis://HOST:PORT/DB")
+    workers: int = _option(1, "Sanic worker processes (needs a redis:// broker when > 1)")
+    max_message_bytes: int = _option(65536, "largest frame a client may send (close 1009)")
+    max_queue: int = _option(
+        1000, "outbound frames queued per connection before it is closed with 1013"
+    )
+    max_connections: int = _option(10000, "WebSocket connections per instance (then HTTP 503)")
+    max_subscriptions: int = _option(100, "channels per connection on /ws")
+    rate_limit: float = _option(
+        100.0, "publishes per second per connection (0 turns the limit off)"
+    )
+    rate_burst: int = _option(200, "publishes a connection may send at once before the rate")
+    history_size: int = _option(100, "messages kept per channel for recovery")
+    history_ttl_s: int = _option(
+        300, "seconds history outlives a channel's last message", "history-ttl"
+    )
+    recovery_max: int = _option(300, "most messages a client or instance may recover at once")
+    ping_interval_s: float = _option(20.0, "seconds between keepalive pings", "ping-interval")
+    ping_timeout_s: float = _option(
+        20.0, "seconds to wait for a pong before closing", "ping-timeout"
+    )
+    drain_timeout_s: float = _option(
+        10.0, "seconds SIGTERM waits for connections to close", "drain-timeout"
+    )
+    api_key: str = _option("", "key that POST /api/* requires (Authorization: apikey KEY)")
+    allowed_origins: tuple[str, ...] = _option(
+        (), "comma-separated Origin values allowed on WebSocket upgrades (empty: any)"
+    )
+    quiet_namespaces: tuple[str, ...] = _option(
+        (), "comma-separated channel namespaces without join/leave events ('*': all)"
+    )
+    log_level: str = _option("info", "debug, info, warning or error")
+
+    def __post_init__(self) -> None:
+        positive = (
+            "port",
+            "workers",
+            "max_message_bytes",
+            "max_queue",
+            "max_connections",
+            "max_subscriptions",
+            "rate_burst",
+            "history_ttl_s",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{flag_of(name)} must be greater than 0")
+        for name in (
+            "rate_limit",
+            "history_size",
+            "recovery_max",
+            "ping_interval_s",
+            "ping_timeout_s",
+            "drain_timeout_s",
+        ):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{flag_of(name)} must not be negative")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError("--log-level must be debug, info, warning or error")
+
+    def joins_announced(self, namespace: str) -> bool:
+        """Whether join and leave events are sent on channels of ``namespace``."""
+        quiet = self.quiet_namespaces
+        return not ("*" in quiet or namespace in quiet)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def flag_of(name: str) -> str:
+    meta_flag = Settings.__dataclass_fields__[name].metadata.get("flag")
+    return "--" + (meta_flag or name.replace("_", "-"))
+
+
+def env_of(name: str) -> str:
+    return ENV_PREFIX + flag_of(name)[2:].replace("-", "_").upper()
+
+
+def option_help() -> list[tuple[str, str, str, Any]]:
+    """``(flag, environment variable, help, default)`` of every setting."""
+    return [
+        (flag_of(f.name), env_of(f.name), f.metadata["help"], f.default) for f in fields(Settings)
+    ]
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    default = Settings.__dataclass_fields__[name].default
+    try:
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                return tuple(part.strip() for part in value.split(",") if part.strip())
+            return tuple(str(part) for part in value)
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{flag_of(name)} ({source}): cannot use {value!r}") from None
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Merge the sources: command line over environment over config file over defaults.
+
+    ``cli`` maps field names to values (``None`` means not given). The config
+    file is TOML with the flag names as keys (``max-queue = 500``) at top
+    level or under ``[feeds]``.
+    """
+    env = os.environ if env is None else env
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            document = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise SettingsError(f"--config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"--config {path}: {exc}") from None
+        table = document.get("feeds", document)
+        by_flag = {flag_of(n)[2:]: n for n in names} | {n: n for n in names}
+        for key, value in table.items():
+            if key not in by_flag:
+                raise SettingsError(f"--config {path}: unknown setting {key!r}")
+            values[by_flag[key]] = _coerce(by_flag[key], value, f"in {path}")
+    for name in names:
+        if (raw := env.get(env_of(name))) is not None and raw != "":
+            values[name] = _coerce(name, raw, env_of(name))
+    for name, value in (cli or {}).items():
+        if value is not None and name in names:
+            values[name] = _coerce(name, value, "command line")
+    try:
+        return Settings(**values)
+    except TypeError as exc:
+        raise SettingsError(str(exc)) from None
