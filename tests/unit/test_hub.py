@@ -1,0 +1,256 @@
+"""The hub with the memory broker and in-memory outboxes: no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from sanic_feeds.brokers.memory import MemoryBroker
+from sanic_feeds.errors import BrokerUnavailable
+from sanic_feeds.hub import Hub
+from sanic_feeds.outbox import Flusher, Outbox
+from sanic_feeds.protocol import Publication, StreamPosition, WireFormat
+
+
+class FakeTransport(asyncio.WriteTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.buffered = 0
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (16_384, 65_536)
+
+
+class FakeProtocol:
+    def __init__(self) -> None:
+        self.transport: FakeTransport | None = FakeTransport()
+        self.writable = asyncio.Event()
+
+    async def send(self, data: bytes) -> None:
+        await self.writable.wait()
+
+
+def payloads(written: bytes) -> list[Any]:
+    """Split written WebSocket frames (unmasked, short) back into JSON values."""
+    out, view = [], memoryview(written)
+    while view:
+        length, start = view[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(view[2:4], "big"), 4
+        out.append(orjson.loads(bytes(view[start : start + length])))
+        view = view[start + length :]
+    return out
+
+
+class Client:
+    def __init__(self, hub: Hub, max_queue: int = 100) -> None:
+        self.protocol = FakeProtocol()
+        self.aborted = False
+        self.outbox = Outbox(self.protocol, hub.flusher, max_queue, self.abort)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def events(self) -> list[Any]:
+        assert self.protocol.transport is not None
+        return payloads(bytes(self.protocol.transport.written))
+
+
+class CountingBroker(MemoryBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.subscribes: list[str] = []
+        self.unsubscribes: list[str] = []
+        self.fail_next_subscribe = False
+
+    async def subscribe(self, channel: str) -> None:
+        self.subscribes.append(channel)
+        if self.fail_next_subscribe:
+            self.fail_next_subscribe = False
+            raise BrokerUnavailable("down")
+        await super().subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.unsubscribes.append(channel)
+        await super().unsubscribe(channel)
+
+
+@pytest.fixture
+async def setup() -> Any:
+    broker = CountingBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    yield broker, hub
+    await hub.close()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_first_subscriber_subscribes_and_last_unsubscribes(setup: Any) -> None:
+    broker, hub = setup
+    a, b = Client(hub), Client(hub)
+    await hub.subscribe("news", a.outbox, WireFormat.JSON)
+    await hub.subscribe("news", b.outbox, WireFormat.JSON)
+    assert broker.subscribes == ["news"]
+    await hub.unsubscribe("news", a.outbox)
+    assert broker.unsubscribes == []
+    await hub.unsubscribe("news", b.outbox)
+    assert broker.unsubscribes == ["news"]
+    assert hub.channel_count == 0
+
+
+async def test_emptying_one_channel_leaves_the_others_subscribed(setup: Any) -> None:
+    broker, hub = setup
+    a, b = Client(hub), Client(hub)
+    await hub.subscribe("one", a.outbox, WireFormat.JSON)
+    await hub.subscribe("two", b.outbox, WireFormat.JSON)
+    await hub.unsubscribe("one", a.outbox)
+    assert broker.unsubscribes == ["one"]
+    await broker.publish("two", "still here")
+    await settle()
+    assert [e["data"] for e in b.events()] == ["still here"]
+
+
+async def test_a_failed_broker_subscribe_is_rolled_back(setup: Any) -> None:
+    broker, hub = setup
+    broker.fail_next_subscribe = True
+    a = Client(hub)
+    with pytest.raises(BrokerUnavailable):
+        await hub.subscribe("news", a.outbox, WireFormat.JSON)
+    assert hub.channel_count == 0
+    await hub.subscribe("news", a.outbox, WireFormat.JSON)
+    assert broker.subscribes == ["news", "news"]
+    assert hub.local_subscribers("news") == 1
+
+
+async def test_concurrent_joins_and_leaves_never_leave_a_member_without_subscription(
+    setup: Any,
+) -> None:
+    broker, hub = setup
+    clients = [Client(hub) for _ in range(50)]
+
+    async def cycle(client: Client) -> None:
+        for _ in range(20):
+            await hub.subscribe("busy", client.outbox, WireFormat.JSON)
+            await asyncio.sleep(0)
+            await hub.unsubscribe("busy", client.outbox)
+
+    await asyncio.gather(*(cycle(c) for c in clients))
+    stayer = Client(hub)
+    await hub.subscribe("busy", stayer.outbox, WireFormat.JSON)
+    await broker.publish("busy", 1)
+    await settle()
+    assert [e["data"] for e in stayer.events()] == [1]
+    assert len(broker.subscribes) == len(broker.unsubscribes) + 1
+
+
+async def test_publications_are_encoded_once_per_format_and_reach_each_format(
+    setup: Any,
+) -> None:
+    broker, hub = setup
+    json_client, raw_client = Client(hub), Client(hub)
+    await hub.subscribe("c", json_client.outbox, WireFormat.JSON)
+    await hub.subscribe("c", raw_client.outbox, WireFormat.RAW)
+    await broker.publish("c", {"n": 1})
+    await settle()
+    assert json_client.events()[0]["data"] == {"n": 1}
+    assert raw_client.protocol.transport is not None
+    assert bytes(raw_client.protocol.transport.written) == b"\x81\x07" + b'{"n":1}'
+
+
+async def test_frames_of_one_loop_iteration_leave_in_one_write(setup: Any) -> None:
+    broker, hub = setup
+    client = Client(hub)
+    writes: list[bytes] = []
+    assert client.protocol.transport is not None
+    client.protocol.transport.write = writes.append  # type: ignore[method-assign]
+    await hub.subscribe("c", client.outbox, WireFormat.JSON)
+    for n in range(10):
+        await broker.publish("c", n)
+    await settle()
+    assert len(writes) == 1
+    assert [e["data"] for e in payloads(writes[0])] == list(range(10))
+
+
+async def test_a_client_that_does_not_drain_is_aborted_alone(setup: Any) -> None:
+    broker, hub = setup
+    slow, fast = Client(hub, max_queue=5), Client(hub, max_queue=5)
+    assert slow.protocol.transport is not None
+    slow.protocol.transport.buffered = 10**6  # the peer stopped reading
+    await hub.subscribe("c", slow.outbox, WireFormat.JSON)
+    await hub.subscribe("c", fast.outbox, WireFormat.JSON)
+    for n in range(20):
+        await broker.publish("c", n)
+        await settle()
+    assert slow.aborted
+    assert not fast.aborted
+    assert [e["data"] for e in fast.events()] == list(range(20))
+
+
+async def test_a_gap_in_offsets_is_filled_from_history_in_order(setup: Any) -> None:
+    broker, hub = setup
+    client = Client(hub)
+    await hub.subscribe("c", client.outbox, WireFormat.JSON)
+    await broker.publish("c", 1)
+    await settle()
+    # Pub/sub skips offsets 2 and 3 (as after a reconnect); 4 arrives live.
+    await broker.unsubscribe("c")
+    await broker.publish("c", 2)
+    await broker.publish("c", 3)
+    await broker.subscribe("c")
+    await broker.publish("c", 4)
+    await settle()
+    assert [e["offset"] for e in client.events()] == [1, 2, 3, 4]
+
+
+async def test_a_gap_that_history_no_longer_holds_aborts_the_channels_clients() -> None:
+    broker = MemoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=300)
+    await broker.start(hub)
+    client = Client(hub)
+    await hub.subscribe("c", client.outbox, WireFormat.JSON)
+    await broker.publish("c", 0)
+    await settle()
+    await broker.unsubscribe("c")
+    for n in range(150):  # history keeps 100
+        await broker.publish("c", n)
+    await broker.subscribe("c")
+    await broker.publish("c", "live")
+    await settle()
+    assert client.aborted
+    await hub.close()
+
+
+async def test_subscriber_is_greeted_with_the_position_before_any_publication(
+    setup: Any,
+) -> None:
+    broker, hub = setup
+    await broker.publish("c", "old")
+    client = Client(hub)
+    greeted: list[StreamPosition] = []
+    position = await hub.subscribe("c", client.outbox, WireFormat.JSON, greeted.append)
+    assert greeted == [position]
+    assert position.offset == 1
+    await broker.publish("c", "new")
+    await settle()
+    assert [e["data"] for e in client.events()] == ["new"]
+
+
+def test_publication_raw_text_default() -> None:
+    assert Publication("c", 1, "e", "x").raw_text == "x"

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sanic_feeds.errors import ErrorCode
+from sanic_feeds.protocol import (
+    Join,
+    Leave,
+    Publication,
+    StreamPosition,
+    WireFormat,
+    data_from_client_text,
+    decode_envelope,
+    encode_envelope,
+    encode_error,
+    encode_event,
+    encode_subscribed,
+    text_frame,
+)
+
+
+def test_client_text_that_is_json_becomes_its_value() -> None:
+    assert data_from_client_text('{"a":1}') == ({"a": 1}, None)
+    assert data_from_client_text("[1,2]") == ([1, 2], None)
+
+
+def test_client_text_keeps_its_exact_spelling_for_raw_clients() -> None:
+    data, raw = data_from_client_text('{"a": 1}')
+    assert data == {"a": 1}
+    assert raw == '{"a": 1}'
+
+
+def test_client_text_that_is_not_json_is_a_string() -> None:
+    assert data_from_client_text("hello world") == ("hello world", None)
+
+
+def test_client_text_that_is_a_json_string_keeps_the_quotes_for_raw_clients() -> None:
+    assert data_from_client_text('"hi"') == ("hi", '"hi"')
+
+
+def test_message_event_has_every_field_of_the_contract() -> None:
+    pub = Publication("news", 42, "k2x9", {"t": 1}, client="c1", ts_ms=1732390000123)
+    assert orjson.loads(encode_event(pub, WireFormat.JSON)) == {
+        "type": "message",
+        "channel": "news",
+        "offset": 42,
+        "epoch": "k2x9",
+        "data": {"t": 1},
+        "client": "c1",
+        "ts": 1732390000123,
+    }
+
+
+@pytest.mark.parametrize(
+    ("pub", "expected"),
+    [
+        (Publication("c", 1, "e", "plain text"), b"plain text"),
+        (Publication("c", 1, "e", {"a": 1}), b'{"a":1}'),
+        (Publication("c", 1, "e", {"a": 1}, raw='{"a": 1}'), b'{"a": 1}'),
+    ],
+)
+def test_raw_clients_get_the_published_text_exactly(pub: Publication, expected: bytes) -> None:
+    assert encode_event(pub, WireFormat.RAW) == expected
+
+
+def test_join_and_leave_in_both_formats() -> None:
+    assert encode_event(Join("c", "id1", None), WireFormat.RAW) == b"Client id1 has joined"
+    assert encode_event(Leave("c", "id1"), WireFormat.RAW) == b"Client id1 has left"
+    assert orjson.loads(encode_event(Join("c", "id1", {"n": "ann"}), WireFormat.JSON)) == {
+        "type": "join",
+        "channel": "c",
+        "client": "id1",
+        "info": {"n": "ann"},
+    }
+    assert orjson.loads(encode_event(Leave("c", "id1"), WireFormat.JSON)) == {
+        "type": "leave",
+        "channel": "c",
+        "client": "id1",
+    }
+
+
+def test_subscribed_and_error_echo_the_command_id() -> None:
+    subscribed = orjson.loads(encode_subscribed("c", StreamPosition(3, "e"), True, 7))
+    assert subscribed == {
+        "type": "subscribed",
+        "channel": "c",
+        "offset": 3,
+        "epoch": "e",
+        "recovered": True,
+        "id": 7,
+    }
+    error = orjson.loads(encode_error(ErrorCode.BAD_CHANNEL, "no", 9))
+    assert error == {"type": "error", "code": "bad_channel", "message": "no", "id": 9}
+    assert "id" not in orjson.loads(encode_error(ErrorCode.BAD_REQUEST, "no"))
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 100_000])
+def test_text_frame_header_for_every_length_class(size: int) -> None:
+    payload = b"x" * size
+    frame = text_frame(payload)
+    assert frame[0] == 0x81  # FIN + text
+    assert frame[1] & 0x80 == 0  # server frames are not masked
+    assert frame.endswith(payload)
+    header = len(frame) - size
+    assert header == (2 if size < 126 else 4 if size < 65536 else 10)
+
+
+def test_envelope_round_trip_keeps_everything_but_offset_and_epoch() -> None:
+    pub = Publication("c", 0, "", {"k": [1, "2"]}, client="me", ts_ms=5, raw='{"k": [1, "2"]}')
+    assert decode_envelope("c", 9, "ep", encode_envelope(pub)) == Publication(
+        "c", 9, "ep", {"k": [1, "2"]}, client="me", ts_ms=5, raw='{"k": [1, "2"]}'
+    )
