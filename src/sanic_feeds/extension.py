@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sanic import Blueprint, Request, Sanic
@@ -21,8 +21,9 @@ from .brokers import BrokerOptions, create_broker
 from .channels import namespace_of, validate_channel
 from .connection import Connection
 from .errors import BrokerUnavailable, CloseCode, FeedsError, Forbidden, LimitExceeded
-from .feed import parse_wire_format, serve_feed
+from .feed import parse_since, parse_wire_format, serve_feed
 from .hub import Hub
+from .multiplex import serve_multiplex
 from .outbox import Flusher
 from .protocol import Join, Leave, StreamPosition
 from .ratelimit import RateLimiter
@@ -85,6 +86,7 @@ class Feeds:
         app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.drain_timeout_s
         bp = Blueprint("feeds", url_prefix=self.url_prefix or None)
         bp.add_websocket_route(self._feed_endpoint, "/feed/<channel:path>", name="feed")
+        bp.add_websocket_route(self._multiplex_endpoint, "/ws", name="ws")
 
         async def admit_upgrade(request: Request) -> HTTPResponse | None:
             # Sanic drops bound methods registered as blueprint middleware.
@@ -148,8 +150,10 @@ class Feeds:
         if route is None or not route.extra.websocket:
             return None
         try:
-            validate_channel(request.match_info.get("channel"))
+            if "channel" in request.match_info:
+                validate_channel(request.match_info["channel"])
             request.ctx.wire_format = parse_wire_format(request.args.get("format"))
+            request.ctx.since = parse_since(request.args.get("since"), request.args.get("epoch"))
             origins = self.settings.allowed_origins
             if origins and request.headers.get("origin") not in origins:
                 raise Forbidden("origin not allowed")
@@ -162,6 +166,15 @@ class Feeds:
         return None
 
     async def _feed_endpoint(self, request: Request, ws: Any, channel: str) -> None:
+        with self._connection(request, ws) as conn:
+            await serve_feed(self, conn, channel, request.ctx.since)
+
+    async def _multiplex_endpoint(self, request: Request, ws: Any) -> None:
+        with self._connection(request, ws) as conn:
+            await serve_multiplex(self, conn)
+
+    @contextlib.contextmanager
+    def _connection(self, request: Request, ws: Any) -> Iterator[Connection]:
         settings = self.settings
         conn = Connection(
             ws,
@@ -172,16 +185,22 @@ class Feeds:
         )
         self.connections.add(conn)
         try:
-            await serve_feed(self, conn, channel)
+            yield conn
         finally:
             self.connections.discard(conn)
             conn.outbox.close()
 
     async def join(
-        self, conn: Connection, channel: str, greet: Callable[[StreamPosition], None]
-    ) -> StreamPosition:
-        """Subscribe ``conn`` to ``channel`` and announce it (presence, ``join``)."""
-        position = await self.hub.subscribe(channel, conn.outbox, conn.wire_format, greet)
+        self,
+        conn: Connection,
+        channel: str,
+        greet: Callable[[StreamPosition, bool], None],
+        since: StreamPosition | None = None,
+    ) -> tuple[StreamPosition, bool]:
+        """Subscribe ``conn`` to ``channel`` (recovering from ``since``) and announce it."""
+        position, recovered = await self.hub.subscribe(
+            channel, conn.outbox, conn.wire_format, greet, since
+        )
         conn.channels.add(channel)
         try:
             await self.broker.add_presence(channel, conn.id, conn.info)
@@ -189,7 +208,7 @@ class Feeds:
                 await self.broker.publish_event(Join(channel, conn.id, conn.info))
         except BrokerUnavailable:
             log.warning("could not announce %s on %r: broker unavailable", conn.id, channel)
-        return position
+        return position, recovered
 
     async def leave(self, conn: Connection, channel: str) -> None:
         """Undo :meth:`join`; never raises for a broker that went away."""

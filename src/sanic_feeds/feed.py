@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .extension import Feeds
 
-__all__ = ["parse_wire_format", "serve_feed"]
+__all__ = ["parse_since", "parse_wire_format", "serve_feed"]
 
 log = logging.getLogger("sanic_feeds.feed")
 
@@ -27,15 +27,30 @@ def parse_wire_format(value: str | None) -> WireFormat:
     raise BadRequest(f"unknown format {value!r}: use json or raw")
 
 
-async def serve_feed(feeds: Feeds, conn: Connection, channel: str) -> None:
+def parse_since(since: str | None, epoch: str | None) -> StreamPosition | None:
+    """``?since=<offset>&epoch=<epoch>``: where a recovering client left off."""
+    if since is None or since == "":
+        return None
+    try:
+        offset = int(since)
+    except ValueError:
+        raise BadRequest(f"since must be an offset (an integer), not {since!r}") from None
+    if offset < 0:
+        raise BadRequest("since must not be negative")
+    return StreamPosition(offset, epoch or "")
+
+
+async def serve_feed(
+    feeds: Feeds, conn: Connection, channel: str, since: StreamPosition | None
+) -> None:
     """Run one ``/feed`` connection until it closes: subscribe, relay frames, leave."""
 
-    def greet(position: StreamPosition) -> None:
+    def greet(position: StreamPosition, recovered: bool) -> None:
         if conn.wire_format is WireFormat.JSON:
-            conn.send(encode_subscribed(channel, position, recovered=False))
+            conn.send(encode_subscribed(channel, position, recovered))
 
     try:
-        await feeds.join(conn, channel, greet)
+        await feeds.join(conn, channel, greet, since)
     except BrokerUnavailable:
         conn.send_error(ErrorCode.UNAVAILABLE, "broker unavailable, try again later")
         conn.close(CloseCode.TRY_AGAIN_LATER, "broker unavailable")

@@ -105,22 +105,67 @@ class Hub:
         channel: str,
         outbox: Outbox,
         wire_format: WireFormat,
-        greet: Callable[[StreamPosition], None] | None = None,
-    ) -> StreamPosition:
+        greet: Callable[[StreamPosition, bool], None] | None = None,
+        since: StreamPosition | None = None,
+    ) -> tuple[StreamPosition, bool]:
         """Add ``outbox`` to ``channel``; it receives everything after the returned position.
 
-        ``greet`` is called with that position right before the first
-        publication can reach the outbox (to queue ``subscribed`` first).
-        Raises ``BrokerUnavailable`` (nothing changed) when the broker fails.
+        With ``since`` (the last offset and epoch the client saw), the
+        publications it missed are queued first when history still holds all
+        of them and there are at most ``heal_max``; the returned flag says
+        whether they were (recovery is never partial). ``greet(position,
+        recovered)`` is called right before anything can reach the outbox (to
+        queue ``subscribed`` first). Raises ``BrokerUnavailable`` with nothing
+        changed when the broker fails.
         """
         async with self._lock(channel):
             state = self._channels.get(channel)
             if state is None:
                 state = await self._open(channel)
+            try:
+                missed = await self._missed_since(channel, state, since) if since else None
+            except BaseException:
+                if state.size == 0:
+                    await self._close(channel)
+                raise
+            # From here to the end nothing awaits, so no publication can slip
+            # between the recovered ones and the live ones.
             if greet is not None:
-                greet(state.position)
+                greet(state.position, missed is not None)
+            if missed:
+                frames = [text_frame(encode_event(pub, wire_format)) for pub in missed]
+                for frame in frames:
+                    outbox.put(frame)
             state.members[wire_format].add(outbox)
-            return state.position
+            return state.position, missed is not None
+
+    async def _missed_since(
+        self, channel: str, state: _Channel, since: StreamPosition
+    ) -> list[Publication] | None:
+        """What a client that saw ``since`` missed, up to what the channel delivered;
+        None when that cannot be told completely."""
+        missed: list[Publication] = []
+        last = since.offset
+        while True:
+            delivered = state.position
+            if delivered.epoch != since.epoch or last > delivered.offset:
+                return None
+            if delivered.offset - since.offset > self._heal_max:
+                return None
+            if last == delivered.offset:
+                return missed
+            history, _ = await self._broker.history(channel, last, delivered.offset - last)
+            ready, _ = contiguous_after(last, history)
+            if not ready or ready[-1].epoch != since.epoch:
+                return None  # history no longer holds them all
+            if self._channels.get(channel) is not state:
+                return None
+            # The channel may be behind what history holds (publications in
+            # flight): keep only what it already delivered, the rest comes live.
+            ready = [pub for pub in ready if pub.offset <= state.position.offset]
+            missed.extend(ready)
+            if ready:
+                last = ready[-1].offset
 
     async def _open(self, channel: str) -> _Channel:
         # Park publications until the channel's position is known: those
@@ -147,9 +192,12 @@ class Hub:
             for outboxes in state.members.values():
                 outboxes.discard(outbox)
             if state.size == 0:
-                del self._channels[channel]
-                with contextlib.suppress(BrokerUnavailable):
-                    await self._broker.unsubscribe(channel)
+                await self._close(channel)
+
+    async def _close(self, channel: str) -> None:
+        del self._channels[channel]
+        with contextlib.suppress(BrokerUnavailable):
+            await self._broker.unsubscribe(channel)
 
     def local_subscribers(self, channel: str) -> int:
         state = self._channels.get(channel)

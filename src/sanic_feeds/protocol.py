@@ -28,7 +28,9 @@ __all__ = [
     "encode_envelope",
     "encode_error",
     "encode_event",
+    "encode_reply",
     "encode_subscribed",
+    "message_event",
     "now_ms",
     "text_frame",
 ]
@@ -121,17 +123,7 @@ def encode_event(event: Event, wire_format: WireFormat) -> bytes:
             return f"Client {event.client} has joined".encode()
         return f"Client {event.client} has left".encode()
     if isinstance(event, Publication):
-        return orjson.dumps(
-            {
-                "type": "message",
-                "channel": event.channel,
-                "offset": event.offset,
-                "epoch": event.epoch,
-                "data": event.data,
-                "client": event.client,
-                "ts": event.ts_ms,
-            }
-        )
+        return orjson.dumps(message_event(event))
     if isinstance(event, Join):
         return orjson.dumps(
             {
@@ -142,6 +134,27 @@ def encode_event(event: Event, wire_format: WireFormat) -> bytes:
             }
         )
     return orjson.dumps({"type": "leave", "channel": event.channel, "client": event.client})
+
+
+def message_event(pub: Publication) -> dict[str, Any]:
+    """The JSON ``message`` event of a publication, as a dict."""
+    return {
+        "type": "message",
+        "channel": pub.channel,
+        "offset": pub.offset,
+        "epoch": pub.epoch,
+        "data": pub.data,
+        "client": pub.client,
+        "ts": pub.ts_ms,
+    }
+
+
+def encode_reply(reply_type: str, command_id: Any, **fields: Any) -> bytes:
+    """A reply to a ``/ws`` command: ``{"type": reply_type, ...fields, "id": command_id}``."""
+    event: dict[str, Any] = {"type": reply_type, **fields}
+    if command_id is not None:
+        event["id"] = command_id
+    return orjson.dumps(event)
 
 
 def encode_subscribed(

@@ -243,13 +243,67 @@ async def test_subscriber_is_greeted_with_the_position_before_any_publication(
     broker, hub = setup
     await broker.publish("c", "old")
     client = Client(hub)
-    greeted: list[StreamPosition] = []
-    position = await hub.subscribe("c", client.outbox, WireFormat.JSON, greeted.append)
-    assert greeted == [position]
-    assert position.offset == 1
+    greeted: list[tuple[StreamPosition, bool]] = []
+    position, recovered = await hub.subscribe(
+        "c", client.outbox, WireFormat.JSON, lambda *args: greeted.append(args)
+    )
+    assert greeted == [(position, False)]
+    assert (position.offset, recovered) == (1, False)
     await broker.publish("c", "new")
     await settle()
     assert [e["data"] for e in client.events()] == ["new"]
+
+
+async def test_recovery_queues_exactly_the_missed_publications_before_live_ones(
+    setup: Any,
+) -> None:
+    broker, hub = setup
+    watcher = Client(hub)
+    await hub.subscribe("c", watcher.outbox, WireFormat.JSON)
+    for n in range(1, 11):
+        await broker.publish("c", n)
+    await settle()
+    epoch = watcher.events()[0]["epoch"]
+    returning = Client(hub)
+    position, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(4, epoch)
+    )
+    assert (position.offset, recovered) == (10, True)
+    await broker.publish("c", 11)
+    await settle()
+    assert [e["offset"] for e in returning.events()] == list(range(5, 12))
+
+
+@pytest.mark.parametrize(
+    ("since", "why"),
+    [
+        (StreamPosition(4, "another-epoch"), "epoch differs"),
+        (StreamPosition(99, "EPOCH"), "offset from the future"),
+        (StreamPosition(0, "EPOCH"), "more missed than recovery_max (5)"),
+    ],
+)
+async def test_recovery_is_refused_rather_than_partial(
+    since: StreamPosition, why: str
+) -> None:
+    broker = MemoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=5)
+    await broker.start(hub)
+    watcher = Client(hub)
+    await hub.subscribe("c", watcher.outbox, WireFormat.JSON)
+    for n in range(1, 11):
+        await broker.publish("c", n)
+    await settle()
+    epoch = watcher.events()[0]["epoch"]
+    since = StreamPosition(since.offset, epoch if since.epoch == "EPOCH" else since.epoch)
+    returning = Client(hub)
+    position, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=since
+    )
+    assert recovered is False, why
+    assert position.offset == 10
+    await settle()
+    assert returning.events() == []
+    await hub.close()
 
 
 def test_publication_raw_text_default() -> None:
