@@ -11,12 +11,13 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, NoReturn
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 
 from .brokers import SUPPORTED_SCHEMES
 from .errors import BrokerUnavailable
+from .protocol import StreamPosition
 from .settings import ENV_PREFIX, Settings, SettingsError, env_of, flag_of, load_settings
 
 __all__ = ["main"]
@@ -206,7 +207,8 @@ def _add_subscribe(sub: Any) -> None:
         "subscribe",
         help="print a channel's events as JSON lines",
         description="Subscribe to CHANNEL on a running server and print every event as one "
-        "JSON line on stdout until interrupted.",
+        "JSON line on stdout until interrupted. Reconnects by itself and recovers what it "
+        "missed; a 'subscribed' line with recovered=false says messages were lost.",
     )
     parser.add_argument("channel")
     parser.add_argument(
@@ -230,25 +232,34 @@ def _subscribe(args: argparse.Namespace) -> int:
 
 
 async def _print_events(base_url: str, channel: str, count: int) -> int:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+    from websockets.exceptions import InvalidHandshake, InvalidURI
 
-    url = base_url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-    url = f"{url}/feed/{quote(channel, safe=':@$/')}"
+    from .client import FeedsClient, Subscribed
+    from .protocol import Publication, WireFormat, encode_event, encode_subscribed
+
+    client = FeedsClient(base_url)
+    try:
+        await client.connect()
+        await client.subscribe(channel)
+    except (InvalidHandshake, InvalidURI, OSError, TimeoutError) as exc:
+        _fail(f"cannot subscribe at {client.url}: {exc}")
     messages = 0
     try:
-        async with connect(url, open_timeout=10, max_size=None) as ws:
-            async for frame in ws:
-                text = frame if isinstance(frame, str) else frame.decode()
-                print(text, flush=True)
-                if count and orjson.loads(text).get("type") == "message":
-                    messages += 1
-                    if messages >= count:
-                        return 0
-    except ConnectionClosed as exc:
-        _fail(f"the server closed the connection ({exc.rcvd.code if exc.rcvd else 1006})")
-    except (InvalidHandshake, InvalidURI, OSError, TimeoutError) as exc:
-        _fail(f"cannot subscribe at {url}: {exc}")
+        async for event in client:
+            if isinstance(event, Subscribed):
+                position = StreamPosition(event.offset, event.epoch)
+                line = encode_subscribed(event.channel, position, event.recovered)
+            else:
+                line = encode_event(event, WireFormat.JSON)
+            print(line.decode(), flush=True)
+            if isinstance(event, Publication):
+                messages += 1
+                if count and messages >= count:
+                    return 0
+    except ConnectionError as exc:
+        _fail(f"the connection to {client.url} ended: {exc}")
+    finally:
+        await client.close()
     return 0
 
 

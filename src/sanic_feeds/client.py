@@ -1,0 +1,296 @@
+"""An async Python client for ``/ws`` that never hides a gap.
+
+It reconnects with backoff and jitter and resubscribes every channel with
+the last offset and epoch it delivered, so application code sees each
+channel's messages once, in order, without a gap, or an explicit
+``Subscribed(recovered=False)`` that says a gap could not be filled::
+
+    async with FeedsClient("ws://127.0.0.1:8000") as client:
+        await client.subscribe("news")
+        async for event in client:
+            if isinstance(event, Publication):
+                print(event.offset, event.data)
+            elif isinstance(event, Subscribed) and not event.recovered:
+                ...  # messages were missed: reload state from your source of truth
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from .errors import ErrorCode, FeedsError
+from .protocol import Join, Leave, Publication, StreamPosition
+
+__all__ = ["ClientEvent", "CommandFailed", "FeedsClient", "Subscribed"]
+
+log = logging.getLogger("sanic_feeds.client")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """A (re)subscription took effect.
+
+    ``recovered`` is False when the client asked to continue from a
+    position but the server could not fill the gap: what was published
+    meanwhile is lost to this client, and it continues from ``offset``.
+    ``resumed`` is True on subscriptions the client made by itself after
+    a reconnect.
+    """
+
+    channel: str
+    offset: int
+    epoch: str
+    recovered: bool
+    resumed: bool = False
+
+
+ClientEvent = Publication | Join | Leave | Subscribed
+
+
+class CommandFailed(FeedsError):
+    """The server answered a command with an ``error`` event."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.error_code = ErrorCode(code) if code in ErrorCode._value2member_map_ else None
+
+
+class FeedsClient:
+    """Client of a sanic-feeds server's ``/ws`` endpoint.
+
+    ``url`` is the server's base URL (``ws://host:port``, ``/ws`` is added
+    when missing). At most ``max_buffered`` events wait for the application;
+    past that the client stops reading, the server closes it as a slow
+    client, and it reconnects and recovers, so nothing grows without bound.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        reconnect: bool = True,
+        backoff_min_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+        max_buffered: int = 1000,
+        open_timeout_s: float = 10.0,
+        command_timeout_s: float = 10.0,
+    ) -> None:
+        base = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        self.url = base if base.endswith("/ws") else base + "/ws"
+        self._reconnect = reconnect
+        self._backoff_min_s = backoff_min_s
+        self._backoff_max_s = backoff_max_s
+        self._open_timeout_s = open_timeout_s
+        self._command_timeout_s = command_timeout_s
+        self._events: asyncio.Queue[ClientEvent | BaseException] = asyncio.Queue(max_buffered)
+        #: Subscribed channels and the last position delivered on each.
+        self._positions: dict[str, StreamPosition | None] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._ws: ClientConnection | None = None
+        self._connected = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> FeedsClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the first connection; raises ``OSError`` or ``InvalidHandshake`` if it fails."""
+        self._ws = await connect(self.url, open_timeout=self._open_timeout_s, max_size=None)
+        self._connected.set()
+        self._runner = asyncio.create_task(self._run(), name="feeds-client")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._ws is not None:
+            await self._ws.close()
+
+    # -- commands
+
+    async def subscribe(self, channel: str, since: StreamPosition | None = None) -> Subscribed:
+        """Subscribe, optionally continuing after ``since``; kept across reconnects."""
+        reply = await self._command("subscribe", channel, **_since_fields(since))
+        self._positions[channel] = (
+            since
+            if reply["recovered"] and since is not None
+            else StreamPosition(reply["offset"], reply["epoch"])
+        )
+        return Subscribed(channel, reply["offset"], reply["epoch"], reply["recovered"])
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._positions.pop(channel, None)
+        await self._command("unsubscribe", channel)
+
+    async def publish(self, channel: str, data: Any) -> int:
+        """Publish; returns the offset the server assigned."""
+        reply = await self._command("publish", channel, data=data)
+        return int(reply["offset"])
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        reply = await self._command("presence", channel)
+        clients: dict[str, Any] = reply["clients"]
+        return clients
+
+    async def history(
+        self, channel: str, since: int | None = None, limit: int | None = None
+    ) -> list[Publication]:
+        fields: dict[str, Any] = {}
+        if since is not None:
+            fields["since"] = since
+        if limit is not None:
+            fields["limit"] = limit
+        reply = await self._command("history", channel, **fields)
+        return [_publication(event) for event in reply["messages"]]
+
+    async def _command(self, op: str, channel: str, **fields: Any) -> Any:
+        await asyncio.wait_for(self._connected.wait(), self._command_timeout_s)
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError("not connected")
+        command_id = next(self._ids)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = reply
+        try:
+            await ws.send(
+                orjson.dumps({"op": op, "channel": channel, "id": command_id, **fields}).decode()
+            )
+            return await asyncio.wait_for(reply, self._command_timeout_s)
+        finally:
+            self._pending.pop(command_id, None)
+
+    # -- events
+
+    def __aiter__(self) -> AsyncIterator[ClientEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ClientEvent]:
+        while True:
+            event = await self._events.get()
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+
+    # -- the connection loop
+
+    async def _run(self) -> None:
+        delay_s = self._backoff_min_s
+        resumed = False
+        while True:
+            ws = self._ws
+            if ws is not None:
+                if resumed:
+                    await self._resubscribe(ws)
+                try:
+                    async for frame in ws:
+                        await self._dispatch(orjson.loads(frame))
+                    code = 1000
+                except ConnectionClosed as closed:
+                    code = closed.rcvd.code if closed.rcvd else 1006
+                delay_s = self._backoff_min_s if code == 1013 else delay_s
+                log.info("connection closed (%s); reconnecting", code)
+            self._connected.clear()
+            self._ws = None
+            for reply in self._pending.values():
+                if not reply.done():
+                    reply.set_exception(ConnectionError("connection lost"))
+            if self._closed or not self._reconnect:
+                await self._events.put(ConnectionError("connection closed"))
+                return
+            # Jitter spreads the reconnects of many clients after a restart.
+            await asyncio.sleep(delay_s * (0.5 + random.random()))
+            delay_s = min(self._backoff_max_s, delay_s * 2)
+            try:
+                self._ws = await connect(self.url, open_timeout=self._open_timeout_s, max_size=None)
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                log.info("reconnect failed: %s", exc)
+                continue
+            resumed = True
+
+    async def _resubscribe(self, ws: ClientConnection) -> None:
+        # Sent before the connection is announced, so that commands of the
+        # application cannot overtake them.
+        for channel, position in list(self._positions.items()):
+            command: dict[str, Any] = {"op": "subscribe", "channel": channel}
+            command.update(_since_fields(position))
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(orjson.dumps(command).decode())
+        self._connected.set()
+
+    async def _dispatch(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message":
+            pub = _publication(event)
+            seen = self._positions.get(pub.channel)
+            if seen is not None and seen.epoch == pub.epoch and pub.offset <= seen.offset:
+                return  # already delivered before a reconnect
+            if pub.channel in self._positions:
+                self._positions[pub.channel] = StreamPosition(pub.offset, pub.epoch)
+            await self._events.put(pub)
+        elif kind == "join":
+            await self._events.put(Join(event["channel"], event["client"], event.get("info")))
+        elif kind == "leave":
+            await self._events.put(Leave(event["channel"], event["client"]))
+        elif "id" in event and (reply := self._pending.get(event["id"])) is not None:
+            if kind == "error":
+                reply.set_exception(CommandFailed(event["code"], event["message"]))
+            else:
+                reply.set_result(event)
+            if kind == "subscribed":
+                await self._events.put(
+                    Subscribed(
+                        event["channel"], event["offset"], event["epoch"], event["recovered"]
+                    )
+                )
+        elif kind == "subscribed":
+            # A subscription this client renewed by itself after a reconnect.
+            channel = event["channel"]
+            if not event["recovered"] and channel in self._positions:
+                self._positions[channel] = StreamPosition(event["offset"], event["epoch"])
+            await self._events.put(
+                Subscribed(channel, event["offset"], event["epoch"], event["recovered"], True)
+            )
+        elif kind == "error":
+            log.warning("server error: %s: %s", event.get("code"), event.get("message"))
+
+
+def _since_fields(position: StreamPosition | None) -> dict[str, Any]:
+    if position is None:
+        return {}
+    return {"since": position.offset, "epoch": position.epoch}
+
+
+def _publication(event: dict[str, Any]) -> Publication:
+    return Publication(
+        channel=event["channel"],
+        offset=event["offset"],
+        epoch=event["epoch"],
+        data=event["data"],
+        client=event.get("client"),
+        ts_ms=event.get("ts", 0),
+    )
