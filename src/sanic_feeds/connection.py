@@ -6,6 +6,11 @@ import asyncio
 import secrets
 from typing import Any, Protocol
 
+from sanic.exceptions import WebsocketClosed
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
 from .errors import CloseCode, ErrorCode
 from .outbox import Flusher, Outbox, WritableProtocol
 from .protocol import WireFormat, encode_error, text_frame
@@ -18,6 +23,8 @@ class WebSocket(Protocol):
     """The slice of Sanic's ``WebsocketImplProtocol`` a connection uses."""
 
     io_proto: WritableProtocol | None
+    ws_proto: ServerProtocol
+    connection_lost_waiter: asyncio.Future[None] | None
 
     async def recv(self) -> str | bytes | None: ...
 
@@ -36,6 +43,8 @@ class Connection:
     """
 
     __slots__ = (
+        "_interrupted",
+        "_receiving",
         "channels",
         "closed",
         "id",
@@ -68,9 +77,15 @@ class Connection:
         #: Channels this connection is subscribed to.
         self.channels: set[str] = set()
         self.closed = False
-        #: The handler task, cancelled when the server closes the connection
-        #: while the handler waits for a frame that may never come.
+        #: The handler task, interrupted when the connection ends while it
+        #: waits for a frame that would never come.
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        self._receiving = False
+        self._interrupted = False
+        if ws.connection_lost_waiter is not None:
+            # Sanic's recv() is not woken when the TCP connection drops
+            # without a close frame; this is what wakes it.
+            ws.connection_lost_waiter.add_done_callback(lambda _: self._interrupt_receive())
         self.outbox = Outbox(
             ws.io_proto,
             flusher,
@@ -78,7 +93,38 @@ class Connection:
             on_abort=lambda: self.close(
                 CloseCode.TRY_AGAIN_LATER, "too slow, resubscribe with since"
             ),
+            is_open=self._is_open,
         )
+
+    def _is_open(self) -> bool:
+        return not self.closed and self.ws.ws_proto.state is State.OPEN
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame from the client, or None once the connection is over."""
+        if self.closed or self.ws.ws_proto.state is not State.OPEN:
+            return None
+        self._receiving = True
+        try:
+            return await self.ws.recv()
+        except (ConnectionClosed, WebsocketClosed):
+            return None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._interrupted and task is not None:
+                self._interrupted = False
+                task.uncancel()
+                return None
+            if task is not None and task.cancelling():
+                raise  # a real cancellation: the server is stopping
+            return None  # how Sanic's recv() reports a close frame from the client
+        finally:
+            self._receiving = False
+
+    def _interrupt_receive(self) -> None:
+        task = self.task
+        if self._receiving and task is not None and not task.done() and not self._interrupted:
+            self._interrupted = True
+            task.cancel()
 
     def send(self, payload: bytes) -> None:
         """Queue one text frame; never waits."""
@@ -98,6 +144,5 @@ class Connection:
             self.outbox.flush()
             self.outbox.close()
         self.ws.fail_connection(int(code), reason)
-        task = self.task
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
+        if self.task is not asyncio.current_task():
+            self._interrupt_receive()

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sanic import Blueprint, Request, Sanic
@@ -69,8 +69,11 @@ class Feeds:
             ),
         )
         self._hub: Hub | None = None
+        self._app: Sanic[Any, Any] | None = None
         #: Open WebSocket connections of this process.
         self.connections: set[Connection] = set()
+        #: Channel departures still running for connections already gone.
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._draining = False
         if app is not None:
             self.init_app(app)
@@ -79,6 +82,7 @@ class Feeds:
 
     def init_app(self, app: Sanic[Any, Any]) -> None:
         settings = self.settings
+        self._app = app
         app.ctx.feeds = self
         app.config.WEBSOCKET_MAX_SIZE = settings.max_message_bytes
         app.config.WEBSOCKET_PING_INTERVAL = settings.ping_interval_s or None
@@ -117,6 +121,8 @@ class Feeds:
             await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
 
     async def _stop(self, app: Sanic[Any, Any]) -> None:
+        if self._cleanups:
+            await asyncio.wait(self._cleanups, timeout=self.settings.drain_timeout_s)
         if self._hub is not None:
             await self._hub.close()
         await self.broker.close()
@@ -129,7 +135,11 @@ class Feeds:
 
     @property
     def ready(self) -> bool:
-        return self._hub is not None and not self._draining and self.broker.ready
+        """Serving, not draining, and hearing the broker."""
+        # Sanic answers requests before it installs its SIGTERM handler;
+        # is_running turns true only after that.
+        serving = self._app is not None and self._app.state.is_running
+        return serving and self._hub is not None and not self._draining and self.broker.ready
 
     # -- the public API
 
@@ -166,15 +176,15 @@ class Feeds:
         return None
 
     async def _feed_endpoint(self, request: Request, ws: Any, channel: str) -> None:
-        with self._connection(request, ws) as conn:
+        async with self._connection(request, ws) as conn:
             await serve_feed(self, conn, channel, request.ctx.since)
 
     async def _multiplex_endpoint(self, request: Request, ws: Any) -> None:
-        with self._connection(request, ws) as conn:
+        async with self._connection(request, ws) as conn:
             await serve_multiplex(self, conn)
 
-    @contextlib.contextmanager
-    def _connection(self, request: Request, ws: Any) -> Iterator[Connection]:
+    @contextlib.asynccontextmanager
+    async def _connection(self, request: Request, ws: Any) -> AsyncIterator[Connection]:
         settings = self.settings
         conn = Connection(
             ws,
@@ -189,6 +199,16 @@ class Feeds:
         finally:
             self.connections.discard(conn)
             conn.outbox.close()
+            # Sanic cancels the handler when the socket drops, at any await;
+            # leaving runs in a task of its own so that it always completes.
+            cleanup = asyncio.create_task(self._leave_all(conn), name=f"feeds-leave:{conn.id}")
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            await asyncio.shield(cleanup)
+
+    async def _leave_all(self, conn: Connection) -> None:
+        for channel in list(conn.channels):
+            await self.leave(conn, channel)
 
     async def join(
         self,

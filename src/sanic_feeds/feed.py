@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import BadRequest, BrokerUnavailable, CloseCode, ErrorCode
 from .protocol import StreamPosition, WireFormat, data_from_client_text, encode_subscribed
@@ -43,7 +43,10 @@ def parse_since(since: str | None, epoch: str | None) -> StreamPosition | None:
 async def serve_feed(
     feeds: Feeds, conn: Connection, channel: str, since: StreamPosition | None
 ) -> None:
-    """Run one ``/feed`` connection until it closes: subscribe, relay frames, leave."""
+    """Run one ``/feed`` connection until it closes: subscribe, then relay frames.
+
+    Leaving the channel is the caller's job, so that it happens however this ends.
+    """
 
     def greet(position: StreamPosition, recovered: bool) -> None:
         if conn.wire_format is WireFormat.JSON:
@@ -55,18 +58,15 @@ async def serve_feed(
         conn.send_error(ErrorCode.UNAVAILABLE, "broker unavailable, try again later")
         conn.close(CloseCode.TRY_AGAIN_LATER, "broker unavailable")
         return
-    try:
-        await _relay_frames(feeds, conn, channel)
-    finally:
-        await feeds.leave(conn, channel)
+    await _relay_frames(feeds, conn, channel)
 
 
 async def _relay_frames(feeds: Feeds, conn: Connection, channel: str) -> None:
     """Publish every text frame the client sends, within its rate limit."""
     while not conn.closed:
-        frame: Any = await conn.ws.recv()
+        frame = await conn.receive()
         if frame is None:
-            continue
+            return
         if isinstance(frame, bytes):
             conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
             return

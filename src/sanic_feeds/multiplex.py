@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .commands import Command, InvalidCommand, Op, decode_command
 from .errors import BadRequest, CloseCode, FeedsError, LimitExceeded, RateLimited
@@ -19,27 +19,24 @@ __all__ = ["serve_multiplex"]
 
 async def serve_multiplex(feeds: Feeds, conn: Connection) -> None:
     """Run one ``/ws`` connection: each command is answered in order; a bad
-    command gets an ``error`` event and the connection stays open."""
-    try:
-        while not conn.closed:
-            frame: Any = await conn.ws.recv()
-            if frame is None:
-                continue
-            if isinstance(frame, bytes):
-                conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
-                return
-            try:
-                command = decode_command(frame)
-            except InvalidCommand as bad:
-                conn.send_error(bad.error.code, bad.error.message, bad.command_id)
-                continue
-            try:
-                await _run(feeds, conn, command)
-            except FeedsError as exc:
-                conn.send_error(exc.code, exc.message, command.id)
-    finally:
-        for channel in list(conn.channels):
-            await feeds.leave(conn, channel)
+    command gets an ``error`` event and the connection stays open. Leaving
+    the channels is the caller's job."""
+    while not conn.closed:
+        frame = await conn.receive()
+        if frame is None:
+            return
+        if isinstance(frame, bytes):
+            conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
+            return
+        try:
+            command = decode_command(frame)
+        except InvalidCommand as bad:
+            conn.send_error(bad.error.code, bad.error.message, bad.command_id)
+            continue
+        try:
+            await _run(feeds, conn, command)
+        except FeedsError as exc:
+            conn.send_error(exc.code, exc.message, command.id)
 
 
 async def _run(feeds: Feeds, conn: Connection, command: Command) -> None:

@@ -12,10 +12,13 @@ notices.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["Flusher", "Outbox", "WritableProtocol"]
+
+log = logging.getLogger("sanic_feeds.outbox")
 
 
 class WritableProtocol(Protocol):
@@ -47,7 +50,12 @@ class Flusher:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
         for outbox in dirty:
-            outbox.flush()
+            try:
+                outbox.flush()
+            except Exception:
+                # One broken connection must not keep the others from their frames.
+                log.exception("dropping a connection whose socket failed")
+                outbox.abort()
 
 
 class Outbox:
@@ -62,6 +70,7 @@ class Outbox:
         "_drain_task",
         "_flusher",
         "_frames",
+        "_is_open",
         "_max_frames",
         "_on_abort",
         "_protocol",
@@ -75,8 +84,11 @@ class Outbox:
         flusher: Flusher,
         max_frames: int,
         on_abort: Callable[[], None],
+        is_open: Callable[[], bool] = lambda: True,
     ) -> None:
         self._protocol = protocol
+        #: False once the WebSocket closing handshake started.
+        self._is_open = is_open
         self._flusher = flusher
         self._max_frames = max_frames
         self._on_abort = on_abort
@@ -115,8 +127,17 @@ class Outbox:
             self._drain_task = asyncio.create_task(self._wait_writable())
             return
         frames = self._frames
-        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         frames.clear()
+        if not self._is_open():
+            self.close()  # closing handshake under way: data frames may not follow
+            return
+        try:
+            transport.write(data)
+        except (RuntimeError, OSError):
+            # The socket was half-closed or reset under us; the connection's
+            # handler finds out on its own.
+            self.close()
 
     async def _wait_writable(self) -> None:
         try:

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ..errors import BrokerUnavailable
 from ..protocol import (
@@ -88,13 +88,13 @@ class RedisBroker:
         self._url = url
         self._options = options or BrokerOptions()
         self._heartbeat_channel = f"{PREFIX}:instance:{self._options.instance_id}".encode()
-        # Commands: a small number of quick retries is fine, a publish is
-        # retried only when the connection failed before it was sent.
+        # Commands: a few quick retries ride over pooled connections that a
+        # Redis restart left stale; a refused connection fails fast anyway.
         self._redis: Redis = Redis.from_url(
             url,
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             socket_timeout=_COMMAND_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3),
         )
         # Pub/sub: no retries inside redis-py, because a silent reconnect
         # would hide the messages lost meanwhile; the reader reconnects.
@@ -311,14 +311,13 @@ class RedisBroker:
                     confirmed.set_exception(BrokerUnavailable("broker unavailable: disconnected"))
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+            error = None if session.cancelled() else session.exception()
             if self._closing:
                 return
             if session.cancelled():
                 log.warning("broker pub/sub went deaf (own heartbeat missing); reconnecting")
             else:
-                log.warning(
-                    "broker pub/sub connection lost (%s); reconnecting", session.exception()
-                )
+                log.warning("broker pub/sub connection lost (%s); reconnecting", error)
             if self._connected_at_s and time.monotonic() - self._connected_at_s > _BACKOFF_MAX_S:
                 delay_s = _BACKOFF_MIN_S  # it was a working connection: retry quickly
             self._connected_at_s = 0.0
