@@ -105,7 +105,10 @@ class Feeds:
 
     async def _start(self, app: Sanic[Any, Any]) -> None:
         self._hub = Hub(
-            self.broker, Flusher(asyncio.get_running_loop()), heal_max=self.settings.recovery_max
+            self.broker,
+            Flusher(asyncio.get_running_loop()),
+            heal_max=self.settings.recovery_max,
+            announce_max=self.settings.join_leave_max,
         )
         await self.broker.start(self._hub)
         log.info("feeds instance %s ready on %s", self.instance_id, _redact(self.settings.broker))

@@ -87,13 +87,16 @@ class Hub:
         flusher: Flusher,
         *,
         heal_max: int = 300,
-        on_delivered: Callable[[int], None] | None = None,
+        announce_max: int = 1000,
     ) -> None:
         self._broker = broker
         self.flusher = flusher
         #: The largest gap healed from history; a larger one gives clients up.
         self._heal_max = heal_max
-        self._on_delivered = on_delivered
+        #: Join and leave reach a channel's local subscribers only while
+        #: there are at most this many: announcing every join to everyone
+        #: costs O(N²) frames while a large channel fills.
+        self._announce_max = announce_max
         self._channels: dict[str, _Channel] = {}
         self._lock = _KeyedLock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -214,7 +217,8 @@ class Hub:
         if state is None:
             return
         if not isinstance(event, Publication):
-            self._fan_out(state, event)
+            if state.size <= self._announce_max:
+                self._fan_out(state, event)
             return
         if state.parked is not None:
             state.parked.append(event)
@@ -309,15 +313,11 @@ class Hub:
     # -- fan-out
 
     def _fan_out(self, state: _Channel, event: Event) -> None:
-        delivered = 0
         for wire_format, outboxes in state.members.items():
             if outboxes:
                 frame = text_frame(encode_event(event, wire_format))
                 for outbox in outboxes:
                     outbox.put(frame)
-                delivered += len(outboxes)
-        if self._on_delivered is not None:
-            self._on_delivered(delivered)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -59,6 +59,11 @@ class Settings:
     quiet_namespaces: tuple[str, ...] = _option(
         (), "comma-separated channel namespaces without join/leave events ('*': all)"
     )
+    join_leave_max: int = _option(
+        1000,
+        "join/leave events stop on a channel with more local subscribers than this "
+        "(presence still lists everyone)",
+    )
     log_level: str = _option("info", "debug, info, warning or error")
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ from sanic_feeds.brokers.memory import MemoryBroker
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.hub import Hub
 from sanic_feeds.outbox import Flusher, Outbox
-from sanic_feeds.protocol import Publication, StreamPosition, WireFormat
+from sanic_feeds.protocol import Join, Publication, StreamPosition, WireFormat
 
 
 class FakeTransport(asyncio.WriteTransport):
@@ -282,9 +282,7 @@ async def test_recovery_queues_exactly_the_missed_publications_before_live_ones(
         (StreamPosition(0, "EPOCH"), "more missed than recovery_max (5)"),
     ],
 )
-async def test_recovery_is_refused_rather_than_partial(
-    since: StreamPosition, why: str
-) -> None:
+async def test_recovery_is_refused_rather_than_partial(since: StreamPosition, why: str) -> None:
     broker = MemoryBroker()
     hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=5)
     await broker.start(hub)
@@ -296,13 +294,28 @@ async def test_recovery_is_refused_rather_than_partial(
     epoch = watcher.events()[0]["epoch"]
     since = StreamPosition(since.offset, epoch if since.epoch == "EPOCH" else since.epoch)
     returning = Client(hub)
-    position, recovered = await hub.subscribe(
-        "c", returning.outbox, WireFormat.JSON, since=since
-    )
+    position, recovered = await hub.subscribe("c", returning.outbox, WireFormat.JSON, since=since)
     assert recovered is False, why
     assert position.offset == 10
     await settle()
     assert returning.events() == []
+    await hub.close()
+
+
+async def test_join_and_leave_stop_above_the_announce_limit_but_messages_do_not() -> None:
+    broker = MemoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()), announce_max=2)
+    await broker.start(hub)
+    clients = [Client(hub) for _ in range(3)]
+    await hub.subscribe("c", clients[0].outbox, WireFormat.JSON)
+    await hub.subscribe("c", clients[1].outbox, WireFormat.JSON)
+    await broker.publish_event(Join("c", "two-members"))
+    await hub.subscribe("c", clients[2].outbox, WireFormat.JSON)
+    await broker.publish_event(Join("c", "three-members"))
+    await broker.publish("c", "still delivered")
+    await settle()
+    assert [e["type"] for e in clients[0].events()] == ["join", "message"]
+    assert [e["type"] for e in clients[2].events()] == ["message"]
     await hub.close()
 
 
