@@ -310,6 +310,7 @@ async def test_join_and_leave_stop_above_the_announce_limit_but_messages_do_not(
     await hub.subscribe("c", clients[0].outbox, WireFormat.JSON)
     await hub.subscribe("c", clients[1].outbox, WireFormat.JSON)
     await broker.publish_event(Join("c", "two-members"))
+    await settle()
     await hub.subscribe("c", clients[2].outbox, WireFormat.JSON)
     await broker.publish_event(Join("c", "three-members"))
     await broker.publish("c", "still delivered")
