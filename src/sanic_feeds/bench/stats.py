@@ -131,6 +131,17 @@ class LatencyHistogram:
                 low, high = _bucket_bounds_ns(index)
                 yield low / 1e6, high / 1e6, value
 
+    def span_ms(self) -> tuple[list[float], list[int]]:
+        """``(edges, counts)`` from the first to the last non-empty bucket, empty
+        ones included: ``len(edges) == len(counts) + 1`` (for a step plot)."""
+        used = [index for index, value in enumerate(self.counts) if value]
+        if not used:
+            return [], []
+        first, last = used[0], used[-1]
+        edges = [_bucket_bounds_ns(index)[0] / 1e6 for index in range(first, last + 1)]
+        edges.append(_bucket_bounds_ns(last)[1] / 1e6)
+        return edges, self.counts[first : last + 1]
+
 
 class Outcome(Enum):
     """What one received message was, for the subscriber that got it."""
@@ -204,9 +215,9 @@ class Ledger:
 
     def distinct_below(self, limit: int) -> int:
         """How many distinct sequence numbers in ``[0, limit)`` were received."""
-        whole, rest = divmod(limit, 8)
+        whole, rest = divmod(max(0, limit), 8)
         seen = self._seen
-        total = sum(byte.bit_count() for byte in seen[:whole])
+        total = int.from_bytes(seen[:whole], "little").bit_count()
         if rest and whole < len(seen):
             total += (seen[whole] & ((1 << rest) - 1)).bit_count()
         return total
@@ -253,7 +264,7 @@ def merge_tallies(parts: Iterable[Mapping[int, ChannelTally]]) -> dict[int, Chan
 
 def count_lost(published: Mapping[int, int], tallies: Mapping[int, ChannelTally]) -> int:
     """Messages a counted subscriber never received: for each channel,
-    subscribers × published minus what they received (never negative)."""
+    subscribers x published minus what they received (never negative)."""
     lost = 0
     for channel, tally in tallies.items():
         expected = tally.subscribers * published.get(channel, 0)

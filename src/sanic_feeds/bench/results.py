@@ -1,0 +1,212 @@
+"""The outcome of one run (a row of the report), medians of repeated runs,
+and ratios to the reference server. Pure values, no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ipc import ChurnTally
+from .stats import LatencyHistogram, median
+
+__all__ = ["RunResult", "headline", "median_result", "with_ratio"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Everything one run of one scenario against one target measured."""
+
+    scenario: str
+    #: Short name of the target in the table ("feeds(2)", "reference", ...).
+    target: str
+    #: 1-based repetition number, or "median".
+    run: int | str
+    urls: tuple[str, ...]
+    #: Staying subscribers (idle: connections).
+    subscribers: int
+    channels: int
+    publishers: int
+    #: Offered publishes per second asked for (None: max).
+    requested_rate_per_s: float | None
+    #: Messages published, over all channels.
+    published: int
+    #: Publishes per second achieved.
+    offered_per_s: float | None
+    #: First deliveries of published messages to staying subscribers.
+    delivered: int
+    #: What ``delivered`` would be with nothing lost.
+    expected: int
+    #: ``delivered`` over the time from the first publish to the last delivery.
+    delivered_per_s: float | None
+    latency: LatencyHistogram
+    lost: int
+    misrouted: int
+    duplicates: int
+    reordered: int
+    #: Message events without a bench payload (someone else published).
+    foreign: int
+    #: Connections the server closed during the run, by close code.
+    closed_by_server: dict[int, int]
+    error_events: dict[str, int]
+    presence_events: int
+    #: Server memory growth per held connection, in KiB.
+    server_rss_per_conn_kb: float | None
+    #: Server resident memory at the end of subscribing, in MiB.
+    server_rss_mb: float | None
+    #: Server CPU time (user + system) from the first publish to the end of the drain.
+    server_cpu_s: float | None
+    #: Seconds from the first handshake to the last ``subscribed``.
+    subscribe_s: float
+    #: Seconds from the first publish to the end of the last.
+    publish_s: float | None
+    churn: ChurnTally | None = None
+    notes: tuple[str, ...] = ()
+    #: Headline figure as a ratio to the reference server's (see :func:`headline`).
+    vs_reference: float | None = None
+    #: Latency percentiles, filled from ``latency`` (medians in a median row).
+    p50_ms: float | None = field(default=None)
+    p99_ms: float | None = field(default=None)
+    max_ms: float | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.p50_ms is None and self.latency.count:
+            object.__setattr__(self, "p50_ms", self.latency.percentile_ms(0.50))
+            object.__setattr__(self, "p99_ms", self.latency.percentile_ms(0.99))
+            object.__setattr__(self, "max_ms", self.latency.max_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON line of this result (``--json``)."""
+        latency = self.latency
+        return {
+            "scenario": self.scenario,
+            "target": self.target,
+            "run": self.run,
+            "urls": list(self.urls),
+            "subscribers": self.subscribers,
+            "channels": self.channels,
+            "publishers": self.publishers,
+            "requested_rate_per_s": self.requested_rate_per_s,
+            "published": self.published,
+            "offered_per_s": _round(self.offered_per_s),
+            "delivered": self.delivered,
+            "expected": self.expected,
+            "delivered_per_s": _round(self.delivered_per_s),
+            "latency_ms": {
+                "p50": _round(self.p50_ms, 3),
+                "p90": _round(latency.percentile_ms(0.90), 3),
+                "p99": _round(self.p99_ms, 3),
+                "p999": _round(latency.percentile_ms(0.999), 3),
+                "max": _round(self.max_ms, 3),
+                "mean": _round(latency.mean_ms, 3),
+                "samples": latency.count,
+            },
+            "lost": self.lost,
+            "misrouted": self.misrouted,
+            "duplicates": self.duplicates,
+            "reordered": self.reordered,
+            "foreign": self.foreign,
+            "closed_by_server": {str(code): n for code, n in sorted(self.closed_by_server.items())},
+            "error_events": dict(sorted(self.error_events.items())),
+            "presence_events": self.presence_events,
+            "server_rss_per_conn_kb": _round(self.server_rss_per_conn_kb, 2),
+            "server_rss_mb": _round(self.server_rss_mb, 1),
+            "server_cpu_s": _round(self.server_cpu_s, 2),
+            "subscribe_s": _round(self.subscribe_s, 3),
+            "publish_s": _round(self.publish_s, 3),
+            "churn": _churn_json(self.churn),
+            "vs_reference": _round(self.vs_reference, 3),
+            "notes": list(self.notes),
+        }
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _churn_json(churn: ChurnTally | None) -> dict[str, Any] | None:
+    if churn is None:
+        return None
+    return {
+        "connects": churn.connects,
+        "disconnects": churn.disconnects,
+        "failures": churn.failures,
+        "first_failure": churn.first_failure,
+        "closed_by_server": churn.closed_by_server,
+        "delivered": churn.delivered,
+        "duplicates": churn.duplicates,
+        "misrouted": churn.misrouted,
+        "connect_ms": {
+            "p50": _round(churn.connect_latency.percentile_ms(0.5), 3),
+            "p99": _round(churn.connect_latency.percentile_ms(0.99), 3),
+            "max": _round(churn.connect_latency.max_ms, 3),
+        },
+    }
+
+
+def headline(result: RunResult) -> float | None:
+    """The figure compared across targets: delivered/s, or for ``idle`` the
+    server memory per connection."""
+    if result.scenario == "idle":
+        return result.server_rss_per_conn_kb
+    return result.delivered_per_s
+
+
+def with_ratio(result: RunResult, reference: RunResult) -> RunResult:
+    """``result`` with :attr:`~RunResult.vs_reference` set from ``reference``."""
+    ours, theirs = headline(result), headline(reference)
+    ratio = ours / theirs if ours is not None and theirs else None
+    return dataclasses.replace(result, vs_reference=ratio)
+
+
+def _median_int(values: Sequence[int]) -> int:
+    value = median(float(v) for v in values)
+    return round(value) if value is not None else 0
+
+
+def median_result(results: Sequence[RunResult]) -> RunResult:
+    """One row of medians over repeated runs of the same scenario and target.
+
+    Every figure is the median of that figure (so the p99 shown is the
+    median of the runs' p99s); the latency histogram is the runs' merged.
+    """
+    if not results:
+        raise ValueError("no result to take the median of")
+    first = results[0]
+    latency = LatencyHistogram()
+    for result in results:
+        latency.merge(result.latency)
+    closed: dict[int, int] = {}
+    for result in results:
+        for code, count in result.closed_by_server.items():
+            closed[code] = closed.get(code, 0) + count
+    notes = tuple(dict.fromkeys(note for result in results for note in result.notes))
+    return dataclasses.replace(
+        first,
+        run="median",
+        published=_median_int([r.published for r in results]),
+        offered_per_s=median(r.offered_per_s for r in results),
+        delivered=_median_int([r.delivered for r in results]),
+        expected=_median_int([r.expected for r in results]),
+        delivered_per_s=median(r.delivered_per_s for r in results),
+        latency=latency,
+        lost=_median_int([r.lost for r in results]),
+        misrouted=_median_int([r.misrouted for r in results]),
+        duplicates=_median_int([r.duplicates for r in results]),
+        reordered=_median_int([r.reordered for r in results]),
+        foreign=_median_int([r.foreign for r in results]),
+        closed_by_server=closed,
+        presence_events=_median_int([r.presence_events for r in results]),
+        server_rss_per_conn_kb=median(r.server_rss_per_conn_kb for r in results),
+        server_rss_mb=median(r.server_rss_mb for r in results),
+        server_cpu_s=median(r.server_cpu_s for r in results),
+        subscribe_s=median(r.subscribe_s for r in results) or 0.0,
+        publish_s=median(r.publish_s for r in results),
+        churn=None,
+        notes=notes,
+        vs_reference=median(r.vs_reference for r in results),
+        p50_ms=median(r.p50_ms for r in results),
+        p99_ms=median(r.p99_ms for r in results),
+        max_ms=median(r.max_ms for r in results),
+    )
