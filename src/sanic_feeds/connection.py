@@ -93,11 +93,8 @@ class Connection:
             on_abort=lambda: self.close(
                 CloseCode.TRY_AGAIN_LATER, "too slow, resubscribe with since"
             ),
-            is_open=self._is_open,
+            session=ws.ws_proto,
         )
-
-    def _is_open(self) -> bool:
-        return not self.closed and self.ws.ws_proto.state is State.OPEN
 
     async def receive(self) -> str | bytes | None:
         """The next frame from the client, or None once the connection is over."""

@@ -16,7 +16,9 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Flusher", "Outbox", "WritableProtocol"]
+from websockets.protocol import State
+
+__all__ = ["Flusher", "Outbox", "Session", "WritableProtocol"]
 
 log = logging.getLogger("sanic_feeds.outbox")
 
@@ -28,6 +30,21 @@ class WritableProtocol(Protocol):
 
     async def send(self, data: bytes) -> None:
         """Write ``data`` once the transport accepts writes again (flow control)."""
+
+
+class Session(Protocol):
+    """The WebSocket protocol state of a connection (``websockets``' sans-I/O protocol)."""
+
+    @property
+    def state(self) -> State:
+        """OPEN until the closing handshake starts; data frames may not follow it."""
+
+
+class _AlwaysOpen:
+    state = State.OPEN
+
+
+_ALWAYS_OPEN: Session = _AlwaysOpen()
 
 
 class Flusher:
@@ -70,11 +87,11 @@ class Outbox:
         "_drain_task",
         "_flusher",
         "_frames",
-        "_is_open",
         "_max_frames",
         "_on_abort",
         "_protocol",
         "_scheduled",
+        "_session",
         "closed",
     )
 
@@ -84,11 +101,11 @@ class Outbox:
         flusher: Flusher,
         max_frames: int,
         on_abort: Callable[[], None],
-        is_open: Callable[[], bool] = lambda: True,
+        session: Session = _ALWAYS_OPEN,
     ) -> None:
         self._protocol = protocol
-        #: False once the WebSocket closing handshake started.
-        self._is_open = is_open
+        #: Its state leaves OPEN once the WebSocket closing handshake started.
+        self._session = session
         self._flusher = flusher
         self._max_frames = max_frames
         self._on_abort = on_abort
@@ -114,11 +131,15 @@ class Outbox:
             self._flusher.schedule(self)
 
     def flush(self) -> None:
+        # Called once per connection for every burst a channel fans out: the
+        # hottest Python in the server, kept to the checks that matter.
         self._scheduled = False
-        if self.closed or self._drain_task is not None or not self._frames:
+        frames = self._frames
+        if not frames or self.closed or self._drain_task is not None:
             return
         transport = self._protocol.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._session.state is not State.OPEN:
+            # Gone, or the closing handshake started: data frames may not follow.
             self.close()
             return
         if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
@@ -126,12 +147,8 @@ class Outbox:
             # they are counted, until the transport drains.
             self._drain_task = asyncio.create_task(self._wait_writable())
             return
-        frames = self._frames
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         frames.clear()
-        if not self._is_open():
-            self.close()  # closing handshake under way: data frames may not follow
-            return
         try:
             transport.write(data)
         except (RuntimeError, OSError):

@@ -1,0 +1,88 @@
+"""Outboxes and the flusher, on fake transports: no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from websockets.protocol import State
+
+from sanic_feeds.outbox import Flusher, Outbox
+from tests.unit.test_hub import FakeProtocol
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.state = State.OPEN
+
+
+class Writes(FakeProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[bytes] = []
+        transport = self.transport
+        assert transport is not None
+        original = transport.write
+
+        def write(data: Any) -> None:
+            self.calls.append(bytes(data))
+            original(data)
+
+        transport.write = write  # type: ignore[method-assign]
+
+
+def outbox(protocol: Writes, session: FakeSession, max_frames: int = 10) -> Outbox:
+    aborted: list[bool] = []
+    return Outbox(
+        protocol,
+        Flusher(asyncio.get_running_loop()),
+        max_frames,
+        lambda: aborted.append(True),
+        session=session,
+    )
+
+
+async def test_frames_queued_in_one_iteration_leave_in_one_write() -> None:
+    protocol, session = Writes(), FakeSession()
+    box = outbox(protocol, session)
+    for frame in (b"a", b"b", b"c"):
+        box.put(frame)
+    assert protocol.calls == []  # never written from inside put()
+    await asyncio.sleep(0)
+    assert protocol.calls == [b"abc"]
+
+
+async def test_an_explicit_flush_writes_what_is_queued_while_the_session_is_open() -> None:
+    # Connection.close() flushes, then closes: the last event must not be lost.
+    protocol, session = Writes(), FakeSession()
+    box = outbox(protocol, session)
+    box.put(b"error event")
+    box.flush()
+    box.close()
+    assert protocol.calls == [b"error event"]
+
+
+async def test_nothing_is_written_once_the_closing_handshake_started() -> None:
+    protocol, session = Writes(), FakeSession()
+    box = outbox(protocol, session)
+    box.put(b"late")
+    session.state = State.CLOSING
+    await asyncio.sleep(0)
+    assert protocol.calls == []
+    assert box.closed
+    box.put(b"later")
+    assert box.queued == 0
+
+
+async def test_overflow_aborts_once_and_drops_the_queue() -> None:
+    protocol, session = Writes(), FakeSession()
+    aborted: list[bool] = []
+    box = Outbox(
+        protocol, Flusher(asyncio.get_running_loop()), 2, lambda: aborted.append(True),
+        session=session,
+    )  # fmt: skip
+    for frame in (b"1", b"2", b"3", b"4"):
+        box.put(frame)
+    await asyncio.sleep(0)
+    assert aborted == [True]
+    assert protocol.calls == []
