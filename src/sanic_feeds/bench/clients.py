@@ -25,6 +25,7 @@ from urllib.parse import quote
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import Close
 
 from .errors import BenchError
 from .ipc import (
@@ -44,6 +45,7 @@ from .limits import raise_open_file_limit
 from .payload import encode_payload, padding_for, read_probe
 from .scenarios import ChurnSpec, PublisherSpec, SubscriberSpec, WorkerPlan
 from .stats import ChannelTally, LatencyHistogram, Ledger, Outcome
+from .wire import FeedSocket, HandshakeRefused, open_socket
 
 __all__ = ["check_reachable", "feed_url", "run_event_loop", "worker_main"]
 
@@ -92,6 +94,8 @@ def describe_failure(exc: BaseException) -> str:
     """A short, human account of why a connection failed."""
     if isinstance(exc, InvalidStatus):
         return f"the server refused the WebSocket upgrade (HTTP {exc.response.status_code})"
+    if isinstance(exc, HandshakeRefused):
+        return f"the server refused the WebSocket upgrade ({exc})"
     if isinstance(exc, ConnectionClosed):
         code = exc.rcvd.code if exc.rcvd is not None else 1006
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
@@ -111,6 +115,7 @@ class _Refused(Exception):
 
 _OPEN_ERRORS = (
     OSError,
+    HandshakeRefused,
     TimeoutError,
     InvalidHandshake,
     InvalidURI,
@@ -139,6 +144,46 @@ async def _open(url: str, timeout_s: float) -> ClientConnection:
         except BaseException:
             ws.transport.abort()
             raise
+
+
+async def _subscribe(url: str, timeout_s: float) -> tuple[FeedSocket, list[bytes]]:
+    """Connect a read-only subscriber to ``url``; return once the server said ``subscribed``.
+
+    Returns the socket and the frames that arrived after ``subscribed``
+    (they are the caller's to account once it takes over ``on_text``).
+    Raises one of ``_OPEN_ERRORS``.
+    """
+    loop = asyncio.get_running_loop()
+    subscribed: asyncio.Future[list[bytes]] = loop.create_future()
+    after: list[bytes] = []
+
+    def opening(frame: bytes) -> None:
+        if subscribed.done():
+            after.append(frame)
+            return
+        try:
+            event = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            subscribed.set_exception(exc)
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "subscribed":
+            subscribed.set_result(after)
+        elif kind == "error":
+            subscribed.set_exception(_Refused(f"{event.get('code')}: {event.get('message')}"))
+
+    socket: FeedSocket | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            socket = await open_socket(url, opening)
+            await asyncio.wait((subscribed, socket.closed), return_when=asyncio.FIRST_COMPLETED)
+            if not subscribed.done():
+                raise ConnectionClosed(Close(socket.closed.result(), socket.close_reason), None)
+            return socket, subscribed.result()
+    except BaseException:
+        if socket is not None and socket.transport is not None:
+            socket.transport.abort()
+        raise
 
 
 async def _check_one(url: str, timeout_s: float) -> None:
@@ -416,13 +461,7 @@ class _Worker:
         self.stopping = True
         self._end_churn.set()
         clients: list[_Client] = [*self.subscribers, *self.publishers, *self.churners]
-        sockets = [client.ws for client in clients if client.ws is not None]
-        closing = asyncio.gather(*(ws.close() for ws in sockets))
-        try:
-            await asyncio.wait_for(closing, _CLOSE_TIMEOUT_S)
-        except TimeoutError:
-            for ws in sockets:
-                ws.transport.abort()
+        await asyncio.gather(*(client.close() for client in clients))
         # Churners still in their handshake would otherwise open after this.
         if self._churning is not None:
             self._churning.cancel()
@@ -435,41 +474,38 @@ class _Client:
         self.worker = worker
         self.channel_name = worker.plan.channels[channel]
         self.url = feed_url(url, self.channel_name)
-        #: The open connection; None before it opened or when it failed to.
-        self.ws: ClientConnection | None = None
 
-    async def open(self, gate: asyncio.Semaphore) -> ClientConnection | None:
-        """Open and subscribe; tell the worker how it went."""
-        async with gate:
-            try:
-                self.ws = await _open(self.url, self.worker.plan.open_timeout_s)
-            except _OPEN_ERRORS as exc:
-                self.worker.client_opened(f"{self.url}: {describe_failure(exc)}")
-                return None
-        self.worker.client_opened(None)
-        return self.ws
+    async def close(self) -> None:
+        """Close politely, forcibly after a while; nothing when it never opened."""
 
 
 class _Subscriber(_Client):
+    """A read-only subscriber on the lean client of :mod:`.wire`."""
+
     def __init__(self, worker: _Worker, spec: SubscriberSpec, *, counted: bool) -> None:
         super().__init__(worker, spec.url, spec.channel)
         self.spec = spec
         #: Staying subscribers count toward loss; churners do not.
         self.counted = counted
         self.ledger = Ledger(self.channel_name)
+        #: The open connection; None before it opened or when it failed to.
+        self.socket: FeedSocket | None = None
         #: Open and reading.
         self.alive = False
 
     async def run(self, gate: asyncio.Semaphore) -> None:
-        ws = await self.open(gate)
-        if ws is None:
-            return
+        async with gate:
+            try:
+                socket, early = await _subscribe(self.url, self.worker.plan.open_timeout_s)
+            except _OPEN_ERRORS as exc:
+                self.worker.client_opened(f"{self.url}: {describe_failure(exc)}")
+                return
+        self.worker.client_opened(None)
+        self.socket = socket
         self.alive = True
         try:
-            await self.read(ws)
-        except ConnectionClosed as exc:
+            code = await self._read(socket, early)
             if not self.worker.stopping:
-                code = exc.rcvd.code if exc.rcvd is not None else 1006
                 self.worker.closed_by_server[code] += 1
         finally:
             self.alive = False
@@ -479,58 +515,73 @@ class _Subscriber(_Client):
         tally = self.worker.churn
         started = time.monotonic_ns()
         try:
-            ws = await _open(self.url, self.worker.plan.open_timeout_s)
+            socket, early = await _subscribe(self.url, self.worker.plan.open_timeout_s)
         except _OPEN_ERRORS as exc:
             tally.failures += 1
             tally.first_failure = tally.first_failure or f"{self.url}: {describe_failure(exc)}"
             return
-        self.ws = ws
+        self.socket = socket
         tally.connects += 1
         tally.connect_latency.record(time.monotonic_ns() - started)
         self.worker.churners.add(self)
         try:
             async with asyncio.timeout(lifetime_s):
-                await self.read(ws)
-        except TimeoutError:
-            pass  # its lifetime is over: leave
-        except ConnectionClosed:
+                await self._read(socket, early)
             if not self.worker.stopping:
                 tally.closed_by_server += 1
+        except TimeoutError:
+            pass  # its lifetime is over: leave
         finally:
             self.worker.churners.discard(self)
             if not self.worker.stopping:
-                await ws.close()
+                await socket.close(timeout_s=_CLOSE_TIMEOUT_S)
                 tally.disconnects += 1
             tally.duplicates += self.ledger.duplicates
             tally.misrouted += self.ledger.misrouted
 
-    async def read(self, ws: ClientConnection) -> None:
-        """Account every event until the connection closes (the hot loop)."""
-        recv, loads, now_ns = ws.recv, orjson.loads, time.time_ns
-        record, deliver = self.ledger.record, self.worker.deliver
-        counted = self.counted
-        while True:
-            frame = await recv(False)
+    async def close(self) -> None:
+        if self.socket is not None:
+            await self.socket.close(timeout_s=_CLOSE_TIMEOUT_S)
+
+    async def _read(self, socket: FeedSocket, early: list[bytes]) -> int:
+        """Account every event until the connection closes; return its close code."""
+        on_frame = self._accounting()
+        socket.on_text = on_frame
+        for frame in early:
+            on_frame(frame)
+        # Shielded: a churner's lifetime ending must not cancel the socket's own future.
+        return await asyncio.shield(socket.closed)
+
+    def _accounting(self) -> Callable[[bytes], None]:
+        """The hot path: called with every frame, straight from the socket's data_received."""
+        loads, now_ns = orjson.loads, time.time_ns
+        ledger = self.ledger
+        record, deliver = ledger.record, self.worker.deliver
+        counted, other_event = self.counted, self._other_event
+
+        def on_frame(frame: bytes) -> None:
             received_ns = now_ns()
             try:
                 event = loads(frame)
             except ValueError:
-                self.ledger.foreign += 1
-                continue
+                ledger.foreign += 1
+                return
             if type(event) is not dict:
-                self.ledger.foreign += 1
-                continue
+                ledger.foreign += 1
+                return
             kind = event.get("type")
             if kind != "message":
-                self._other_event(kind, event)
-                continue
+                other_event(kind, event)
+                return
             probe = read_probe(event.get("data"))
             if probe is None:
-                self.ledger.foreign += 1
-                continue
+                ledger.foreign += 1
+                return
             seq, sent_ns, payload_channel = probe
             if record(seq, payload_channel, event.get("channel")) is Outcome.NEW:
                 deliver(sent_ns, received_ns, counted)
+
+        return on_frame
 
     def _other_event(self, kind: object, event: dict[str, Any]) -> None:
         if kind in ("join", "leave"):
@@ -540,9 +591,13 @@ class _Subscriber(_Client):
 
 
 class _Publisher(_Client):
+    """Publishes on the ``websockets`` client: one per channel, not on the hot path."""
+
     def __init__(self, worker: _Worker, spec: PublisherSpec) -> None:
         super().__init__(worker, spec.url, spec.channel)
         self.spec = spec
+        #: The open connection; None before it opened or when it failed to.
+        self.ws: ClientConnection | None = None
         #: Messages published so far.
         self.sent = 0
         self._padding = padding_for(self.channel_name, worker.plan.payload_bytes)
@@ -570,6 +625,25 @@ class _Publisher(_Client):
                     f"the server closed the publisher's connection to {self.url}: "
                     f"{describe_failure(exc)}"
                 ) from None
+
+    async def open(self, gate: asyncio.Semaphore) -> ClientConnection | None:
+        """Open and subscribe; tell the worker how it went."""
+        async with gate:
+            try:
+                self.ws = await _open(self.url, self.worker.plan.open_timeout_s)
+            except _OPEN_ERRORS as exc:
+                self.worker.client_opened(f"{self.url}: {describe_failure(exc)}")
+                return None
+        self.worker.client_opened(None)
+        return self.ws
+
+    async def close(self) -> None:
+        if self.ws is None:
+            return
+        try:
+            await asyncio.wait_for(self.ws.close(), _CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            self.ws.transport.abort()
 
     def _explain_error(self, event: dict[str, Any]) -> str:
         code, message = event.get("code"), event.get("message")
