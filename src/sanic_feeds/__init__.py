@@ -5,7 +5,7 @@ from __future__ import annotations
 from .errors import BrokerUnavailable, CloseCode, ErrorCode, FeedsError
 from .extension import Feeds
 from .protocol import Publication, StreamPosition
-from .publisher import Publisher
+from .publisher import PublishBufferFull, Publisher
 from .settings import Settings
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Feeds",
     "FeedsError",
     "Publication",
+    "PublishBufferFull",
     "Publisher",
     "Settings",
     "StreamPosition",

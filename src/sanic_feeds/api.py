@@ -47,7 +47,11 @@ def register_api(feeds: Feeds, bp: Any) -> None:
                 raise BadRequest("the body must be JSON") from None
             if not isinstance(body, dict) or "data" not in body:
                 raise BadRequest('the body must be {"channel": "...", "data": <JSON>}')
-            position = await feeds.publish(validate_channel(body.get("channel")), body["data"])
+            position = await feeds.publish(
+                validate_channel(body.get("channel")),
+                body["data"],
+                idempotency_key=body.get("idempotency_key"),
+            )
         except FeedsError as exc:
             return error_response(exc)
         return json_response({"offset": position.offset, "epoch": position.epoch})

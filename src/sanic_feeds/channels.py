@@ -1,16 +1,26 @@
-"""Channel-name rules (SPEC "Security")."""
+"""Rules for the names clients choose: channels (SPEC "Security") and idempotency keys."""
 
 from __future__ import annotations
 
 import re
 
-from .errors import BadChannel
+from .errors import BadChannel, BadRequest
 
-__all__ = ["MAX_CHANNEL_LENGTH", "namespace_of", "validate_channel"]
+__all__ = [
+    "MAX_CHANNEL_LENGTH",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "namespace_of",
+    "validate_channel",
+    "validate_idempotency_key",
+]
 
 MAX_CHANNEL_LENGTH = 200
 
 _CHANNEL_RE = re.compile(rf"[A-Za-z0-9_\-.:@$/]{{1,{MAX_CHANNEL_LENGTH}}}")
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
+
+_IDEMPOTENCY_KEY_RE = re.compile(rf"[A-Za-z0-9_\-.:]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
 def validate_channel(name: object) -> str:
@@ -33,3 +43,16 @@ def namespace_of(channel: str) -> str:
     """The namespace of ``chat:room1`` is ``chat``; a name without ``:`` has namespace ``""``."""
     head, sep, _ = channel.partition(":")
     return head if sep else ""
+
+
+def validate_idempotency_key(key: object) -> str:
+    """Return ``key`` if it is a valid idempotency key, else raise :class:`BadRequest`.
+
+    Valid: 1 to 128 characters of ``A-Z a-z 0-9 _ - . :`` (a UUID, a job id).
+    """
+    if not isinstance(key, str) or _IDEMPOTENCY_KEY_RE.fullmatch(key) is None:
+        raise BadRequest(
+            f"invalid idempotency key: use 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters "
+            "of A-Z a-z 0-9 _ - . :"
+        )
+    return key

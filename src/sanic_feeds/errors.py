@@ -95,7 +95,8 @@ class LimitExceeded(FeedsError):
 
 
 class BrokerUnavailable(FeedsError):
-    """The broker cannot be reached; nothing was published."""
+    """The broker cannot be reached. A publish may or may not have taken effect (the reply
+    can be what was lost): retry it with the same idempotency key."""
 
     code = ErrorCode.UNAVAILABLE
     http_status = 503

@@ -18,7 +18,7 @@ from sanic.response import HTTPResponse
 
 from .api import error_response, register_api
 from .brokers import BrokerOptions, create_broker
-from .channels import namespace_of, validate_channel
+from .channels import namespace_of, validate_channel, validate_idempotency_key
 from .connection import Connection
 from .errors import BrokerUnavailable, CloseCode, FeedsError, Forbidden, LimitExceeded
 from .feed import parse_since, parse_wire_format, serve_feed
@@ -146,14 +146,20 @@ class Feeds:
 
     # -- the public API
 
-    async def publish(self, channel: str, data: Any) -> StreamPosition:
+    async def publish(
+        self, channel: str, data: Any, *, idempotency_key: str | None = None
+    ) -> StreamPosition:
         """Publish ``data`` (any JSON value) on ``channel``, from any handler.
 
-        Returns the offset and epoch the broker assigned. Raises
-        ``BadChannel`` or ``BrokerUnavailable``.
+        Returns the offset and epoch the broker assigned. A publish repeated
+        with the same ``idempotency_key`` within 5 minutes publishes nothing
+        and returns the first one's position. Raises ``BadChannel``,
+        ``BadRequest`` (a malformed key) or ``BrokerUnavailable``.
         """
         validate_channel(channel)
-        return await self.broker.publish(channel, data)
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
+        return await self.broker.publish(channel, data, idempotency_key=idempotency_key)
 
     # -- connections
 

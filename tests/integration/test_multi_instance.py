@@ -65,6 +65,10 @@ async def test_raw_and_json_clients_on_different_instances_share_a_channel(
     one, two = (feeds_server_factory(broker=redis_url) for _ in range(2))
     json_client = await open_feed(one.ws_url, "mixed")
     raw_client = await open_feed(two.ws_url, "mixed", query="format=raw")
+    # Raw clients get no `subscribed` event; their own join, which the server announces
+    # once the channel is subscribed, says the same.
+    own_join = await asyncio.wait_for(raw_client.recv(), 10)
+    assert isinstance(own_join, str) and own_join.startswith("Client "), own_join
     await json_client.send('{"spaced": true}')
     [first] = await recv_messages(json_client, 1)
     await raw_client.send("plain words")

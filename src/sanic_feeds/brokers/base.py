@@ -22,6 +22,9 @@ class BrokerOptions:
     #: Seconds a channel's offset and epoch outlive its last publish; while
     #: they live, a quiet channel keeps its epoch and clients keep recovering.
     meta_ttl_s: int = 86_400
+    #: Seconds an idempotency key is remembered: a publish retried with the
+    #: same key within this time is not published twice.
+    idempotency_ttl_s: int = 300
     #: Identifies this instance in presence entries and heartbeats.
     instance_id: str = ""
     #: How often this instance proves it is alive (and hears itself back).
@@ -78,9 +81,20 @@ class Broker(Protocol):
         """Stop delivering ``channel``; other channels are untouched."""
 
     async def publish(
-        self, channel: str, data: Any, *, client: str | None = None, raw: str | None = None
+        self,
+        channel: str,
+        data: Any,
+        *,
+        client: str | None = None,
+        raw: str | None = None,
+        idempotency_key: str | None = None,
     ) -> StreamPosition:
-        """Append to history and deliver; return the assigned offset and the epoch."""
+        """Append to history and deliver; return the assigned offset and the epoch.
+
+        With an ``idempotency_key`` already used on this channel within
+        ``idempotency_ttl_s``, publish nothing and return the position that
+        earlier publish got: a retry after a lost reply is never a duplicate.
+        """
 
     async def publish_event(self, event: Event) -> None:
         """Deliver a join or leave (not kept in history, no offset)."""

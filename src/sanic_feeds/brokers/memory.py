@@ -40,6 +40,8 @@ class MemoryBroker:
         self._logs: dict[str, _ChannelLog] = {}
         self._subscribed: set[str] = set()
         self._presence: dict[str, dict[str, Any]] = {}
+        #: (channel, idempotency key) -> (the position it got, expiry on the monotonic clock).
+        self._idempotency_keys: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
         self._handler: BrokerHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -73,9 +75,19 @@ class MemoryBroker:
         return log
 
     async def publish(
-        self, channel: str, data: Any, *, client: str | None = None, raw: str | None = None
+        self,
+        channel: str,
+        data: Any,
+        *,
+        client: str | None = None,
+        raw: str | None = None,
+        idempotency_key: str | None = None,
     ) -> StreamPosition:
         now_s = time.monotonic()
+        if idempotency_key is not None:
+            seen = self._idempotency_keys.get((channel, idempotency_key))
+            if seen is not None and now_s < seen[1]:
+                return seen[0]
         log = self._log(channel, now_s)
         if log is None:
             log = self._logs[channel] = _ChannelLog(
@@ -96,7 +108,20 @@ class MemoryBroker:
         log.history_expires_s = now_s + self._options.history_ttl_s
         log.meta_expires_s = now_s + max(self._options.meta_ttl_s, self._options.history_ttl_s)
         self._deliver(pub)
-        return StreamPosition(pub.offset, pub.epoch)
+        position = StreamPosition(pub.offset, pub.epoch)
+        if idempotency_key is not None:
+            self._remember(channel, idempotency_key, position, now_s)
+        return position
+
+    def _remember(self, channel: str, key: str, position: StreamPosition, now_s: float) -> None:
+        keys = self._idempotency_keys
+        # Insertion order is expiry order (one TTL for all): drop the expired from the front.
+        while keys:
+            oldest = next(iter(keys))
+            if keys[oldest][1] > now_s:
+                break
+            del keys[oldest]
+        keys[(channel, key)] = (position, now_s + self._options.idempotency_ttl_s)
 
     async def publish_event(self, event: Event) -> None:
         self._deliver(event)

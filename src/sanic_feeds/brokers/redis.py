@@ -65,6 +65,9 @@ class ChannelKeys:
         self.history = f"{tag}:history"
         self.presence = f"{tag}:presence"
 
+    def idempotency(self, key: str) -> str:
+        return f"{self.pubsub}:idem:{key}"
+
 
 def channel_keys(channel: str) -> ChannelKeys:
     return ChannelKeys(channel)
@@ -193,24 +196,32 @@ class RedisBroker:
     # -- publishing and reading
 
     async def publish(
-        self, channel: str, data: Any, *, client: str | None = None, raw: str | None = None
+        self,
+        channel: str,
+        data: Any,
+        *,
+        client: str | None = None,
+        raw: str | None = None,
+        idempotency_key: str | None = None,
     ) -> StreamPosition:
         keys = channel_keys(channel)
         envelope = encode_envelope(
             Publication(channel, 0, "", data, client=client, ts_ms=now_ms(), raw=raw)
         )
         options = self._options
+        script_keys = [keys.meta, keys.history]
+        script_args: list[str | bytes | int] = [
+            keys.pubsub,
+            envelope,
+            options.history_size,
+            options.history_ttl_s,
+            max(options.meta_ttl_s, options.history_ttl_s),
+        ]
+        if idempotency_key is not None:
+            script_keys.append(keys.idempotency(idempotency_key))
+            script_args.append(options.idempotency_ttl_s)
         with _unavailable():
-            offset, epoch = await self._publish_script(
-                keys=[keys.meta, keys.history],
-                args=[
-                    keys.pubsub,
-                    envelope,
-                    options.history_size,
-                    options.history_ttl_s,
-                    max(options.meta_ttl_s, options.history_ttl_s),
-                ],
-            )
+            offset, epoch = await self._publish_script(keys=script_keys, args=script_args)
         return StreamPosition(int(offset), epoch.decode())
 
     async def publish_event(self, event: Event) -> None:
@@ -300,7 +311,16 @@ class RedisBroker:
             pubsub = self._pubsub_client.pubsub()
             session = asyncio.create_task(self._read_session(pubsub, resubscribe=not first))
             self._session_task = session
-            await asyncio.wait({session})
+            try:
+                await asyncio.wait({session})
+            except asyncio.CancelledError:
+                # close(): the session and its connection go with the reader.
+                session.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                    await session
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                raise
             # The session ended: stop accepting subscriptions, fail those in
             # flight, and drop the connection before trying again.
             self._pubsub = None

@@ -1,0 +1,79 @@
+"""A TCP proxy in front of Redis that can lose the reply to one command.
+
+``lose_reply_to(b"EVALSHA")`` arms it: the next connection that sends a
+chunk containing those bytes has the command delivered to Redis, which runs
+it, and then, instead of the reply, the connection is cut. That is the case
+idempotency keys exist for: the caller cannot know whether its command ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+__all__ = ["ReplyLosingProxy"]
+
+
+class ReplyLosingProxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self._upstream = (upstream_host, upstream_port)
+        self._server: asyncio.Server | None = None
+        self._armed: bytes | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.replies_lost = 0
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def lose_reply_to(self, command: bytes) -> None:
+        self._armed = command
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        upstream_r, upstream_w = await asyncio.open_connection(*self._upstream)
+        reply_lost = asyncio.Event()
+
+        async def to_redis() -> None:
+            while chunk := await client_r.read(65536):
+                if self._armed is not None and self._armed in chunk:
+                    self._armed = None
+                    reply_lost.set()
+                upstream_w.write(chunk)
+                await upstream_w.drain()
+
+        async def to_client() -> None:
+            while chunk := await upstream_r.read(65536):
+                if reply_lost.is_set():
+                    self.replies_lost += 1
+                    return
+                client_w.write(chunk)
+                await client_w.drain()
+
+        try:
+            pumps = [asyncio.create_task(to_redis()), asyncio.create_task(to_client())]
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for pump in pumps:
+                pump.cancel()
+        finally:
+            for writer in (client_w, upstream_w):
+                writer.transport.abort()
+            self._tasks.discard(task)
