@@ -234,14 +234,16 @@ def _subscribe(args: argparse.Namespace) -> int:
 async def _print_events(base_url: str, channel: str, count: int) -> int:
     from websockets.exceptions import InvalidHandshake, InvalidURI
 
-    from .client import FeedsClient, Subscribed
+    from .client import CommandFailed, FeedsClient, Subscribed
     from .protocol import Publication, WireFormat, encode_event, encode_subscribed
 
     client = FeedsClient(base_url)
     try:
         await client.connect()
         await client.subscribe(channel)
-    except (InvalidHandshake, InvalidURI, OSError, TimeoutError) as exc:
+    except (InvalidHandshake, InvalidURI, OSError, TimeoutError, CommandFailed) as exc:
+        # CommandFailed: the server refused the subscription (its broker is down, say).
+        await client.close()
         _fail(f"cannot subscribe at {client.url}: {exc}")
     messages = 0
     try:

@@ -1,0 +1,482 @@
+"""The ``sanic-feeds`` command line as a user runs it: serve, publish, subscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from sanic_feeds import Publisher
+from tests.support.feeds_server import FeedsServer, free_port
+from tests.support.ws import close_code, open_feed, publish_http, recv_event, recv_messages
+
+pytestmark = pytest.mark.integration
+
+
+class BareServer(FeedsServer):
+    """``sanic-feeds serve *args`` without the ``--host/--port/--broker`` that ``FeedsServer``
+    adds, so that the environment and the config file can set them. Pass ``port=`` to say
+    where it will listen."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "sanic_feeds", "serve", *self.args]
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 30.0
+) -> tuple[int, str, str]:
+    """Run ``sanic-feeds *args`` to completion; returns (status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sanic_feeds", *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(env),
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def one_line(text: str) -> str:
+    """The only non-empty line of ``text``: a clear error, not a traceback."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert "Traceback" not in text, text
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def start(factory: Any, server: FeedsServer) -> FeedsServer:
+    factory.servers.append(server)  # stopped (SIGTERM, bounded) and cleaned up with the others
+    server.start()
+    return server
+
+
+async def frame_size_limit_holds(server: FeedsServer, allowed: int, refused: int) -> None:
+    """A text frame of ``allowed`` bytes is published; one of ``refused`` bytes closes 1009."""
+    ws = await open_feed(server.ws_url, "sizes")
+    await ws.send("a" * allowed)
+    [message] = await recv_messages(ws, 1)
+    assert message["data"] == "a" * allowed
+    await ws.send("b" * refused)
+    assert await close_code(ws) == 1009
+
+
+# -- serve: start-up failures
+
+
+async def test_workers_above_one_on_the_memory_broker_refuse_to_start_saying_why(
+    feeds_server_factory: Any,
+) -> None:
+    server = feeds_server_factory("memory://", args=["--workers", "2"], start=False)
+    server.spawn()
+    assert await asyncio.to_thread(server.wait, 10) == 1
+    line = one_line(server.log())
+    assert "memory://" in line and "redis://" in line
+    assert "workers" in line and "process" in line
+
+
+async def test_an_unreachable_broker_exits_1_with_one_line(feeds_server_factory: Any) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    server = feeds_server_factory(url, start=False)
+    began = time.monotonic()
+    server.spawn()
+    assert await asyncio.to_thread(server.wait, 15) == 1
+    assert time.monotonic() - began < 10
+    line = one_line(server.log())
+    assert "broker" in line and url in line
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "config"),
+    [
+        (["--max-queue", "0"], {}, None),
+        (["--port", "eighty"], {}, None),
+        ([], {"FEEDS_RATE_LIMIT": "fast"}, None),
+        ([], {}, "max-queue = 10\nno-such-setting = 1\n"),
+        ([], {}, "max-queue = [unclosed\n"),
+        (["--config", "/nonexistent/feeds.toml"], {}, None),
+        (["--broker", "amqp://127.0.0.1/"], {}, None),
+    ],
+    ids=[
+        "zero-queue", "port-not-a-number", "env-not-a-number", "unknown-config-key",
+        "config-not-toml", "missing-config-file", "unsupported-broker",
+    ],
+)  # fmt: skip
+async def test_a_bad_setting_fails_in_one_line_without_starting(
+    tmp_path: Path, args: list[str], env: dict[str, str], config: str | None
+) -> None:
+    if config is not None:
+        path = tmp_path / "feeds.toml"
+        path.write_text(config)
+        args = [*args, "--config", str(path)]
+    status, out, err = await run_cli("serve", "--port", str(free_port()), *args, env=env)
+    assert status in (1, 2), (status, err)
+    assert one_line(err).startswith("sanic-feeds: error:")
+    assert out == ""
+
+
+# -- serve: where settings come from
+
+
+async def test_environment_variables_set_serve_options(feeds_server_factory: Any) -> None:
+    server = feeds_server_factory(env={"FEEDS_MAX_MESSAGE_BYTES": "100"})
+    await frame_size_limit_holds(server, allowed=80, refused=200)
+
+
+async def test_a_config_file_sets_serve_options(feeds_server_factory: Any, tmp_path: Path) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text("max-message-bytes = 100\n")
+    server = feeds_server_factory(args=["--config", str(config)])
+    await frame_size_limit_holds(server, allowed=80, refused=200)
+
+
+async def test_feeds_config_names_a_config_file_whose_feeds_table_sets_port_and_broker(
+    feeds_server_factory: Any, redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "feeds.toml"
+    config.write_text(f'[feeds]\nport = {port}\nbroker = "{redis_url}"\nmax_queue = 50\n')
+    server = start(feeds_server_factory, BareServer(port=port, env={"FEEDS_CONFIG": str(config)}))
+    ws = await open_feed(server.ws_url, "configured")
+    async with Publisher(redis_url) as pub:
+        await pub.publish("configured", "through redis")
+    [message] = await recv_messages(ws, 1)
+    assert message["data"] == "through redis"
+
+
+async def test_command_line_beats_environment_beats_config_file(
+    feeds_server_factory: Any, redis_url: str, tmp_path: Path
+) -> None:
+    file_port, env_port = free_port(), free_port()
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        f'port = {file_port}\nbroker = "memory://"\nmax-message-bytes = 100\nmax-queue = 50\n'
+    )
+    server = BareServer(
+        port=env_port,
+        args=["--config", str(config), "--max-message-bytes", "300"],
+        env={
+            "FEEDS_PORT": str(env_port),
+            "FEEDS_BROKER": redis_url,
+            "FEEDS_MAX_MESSAGE_BYTES": "1000",
+        },
+    )
+    start(feeds_server_factory, server)  # ready on the environment's port, not the file's
+    ws = await open_feed(server.ws_url, "precedence")
+    async with Publisher(redis_url) as pub:  # the environment's broker, not the file's
+        await pub.publish("precedence", "via redis")
+    [message] = await recv_messages(ws, 1)
+    assert message["data"] == "via redis"
+    # The command line's 300 bytes, not the environment's 1000 nor the file's 100.
+    await frame_size_limit_holds(server, allowed=250, refused=400)
+
+
+# -- serve: SIGTERM
+
+
+async def _ws_client(ws_url: str, channel: str) -> Any:
+    ws = await connect(f"{ws_url}/ws", open_timeout=10)
+    await ws.send(orjson.dumps({"op": "subscribe", "channel": channel, "id": 1}).decode())
+    event = await recv_event(ws)
+    assert event["type"] == "subscribed", event
+    return ws
+
+
+async def test_sigterm_closes_every_websocket_with_1001_then_exits_0(
+    feeds_server_factory: Any,
+) -> None:
+    server = feeds_server_factory(args=["--drain-timeout", "5"])
+    clients = [
+        await open_feed(server.ws_url, "news"),
+        await open_feed(server.ws_url, "news", query="format=raw"),
+        await _ws_client(server.ws_url, "news"),
+    ]
+    assert server.pid is not None
+    began = time.monotonic()
+    os.kill(server.pid, signal.SIGTERM)
+    codes = await asyncio.gather(*(close_code(ws) for ws in clients))
+    try:
+        assert codes == [1001, 1001, 1001]
+    finally:
+        status = await asyncio.to_thread(server.wait, 10)
+    assert status == 0
+    assert time.monotonic() - began < 5
+    for ws in clients:
+        await ws.close()
+
+
+async def test_sigterm_exits_within_the_drain_timeout_when_a_client_never_answers_the_close(
+    feeds_server_factory: Any,
+) -> None:
+    server = feeds_server_factory(args=["--drain-timeout", "2"])
+    # A client that upgrades, then neither reads nor answers anything.
+    sock = await asyncio.to_thread(_upgrade_and_go_silent, server.port, "/feed/news")
+    try:
+        assert server.pid is not None
+        began = time.monotonic()
+        os.kill(server.pid, signal.SIGTERM)
+        status = await asyncio.to_thread(server.wait, 15)
+        elapsed = time.monotonic() - began
+    finally:
+        sock.close()
+    assert status == 0
+    assert elapsed < 2 + 5, f"exited {elapsed:.1f}s after SIGTERM with --drain-timeout 2"
+
+
+def _upgrade_and_go_silent(port: int, path: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = sock.recv(4096)
+        assert chunk, reply
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 101"), reply
+    return sock
+
+
+async def test_sigterm_drain_leaves_presence_and_announces_the_leave_elsewhere(
+    feeds_server_factory: Any, redis_url: str
+) -> None:
+    going, staying = (feeds_server_factory(redis_url) for _ in range(2))
+    leaver = await open_feed(going.ws_url, "room")
+    leaver_id = (await recv_event(leaver))["client"]
+    watcher = await open_feed(staying.ws_url, "room")
+    assert going.pid is not None
+    os.kill(going.pid, signal.SIGTERM)
+    assert await close_code(leaver) == 1001
+    assert await asyncio.to_thread(going.wait, 10) == 0
+    events = [await recv_event(watcher) for _ in range(2)]  # its own join, then the leave
+    assert {"type": "leave", "channel": "room", "client": leaver_id} in events
+    status, body = await _get_json(f"{staying.url}/api/channels/room")
+    assert status == 200
+    assert leaver_id not in body["presence"]
+    assert body["subscribers"] == 1
+
+
+async def _get_json(url: str) -> tuple[int, Any]:
+    import urllib.request
+
+    def get() -> tuple[int, Any]:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, orjson.loads(reply.read())
+
+    return await asyncio.to_thread(get)
+
+
+async def test_two_workers_on_redis_serve_one_channel(
+    feeds_server_factory: Any, redis_url: str
+) -> None:
+    server = feeds_server_factory(redis_url, args=["--workers", "2"])
+    subscribers = [await open_feed(server.ws_url, "shared") for _ in range(4)]
+    for n in range(6):
+        status, _ = await publish_http(server.url, "shared", n)
+        assert status == 200
+    for ws in subscribers:
+        messages = await recv_messages(ws, 6)
+        assert [(m["offset"], m["data"]) for m in messages] == [(n + 1, n) for n in range(6)]
+    assert await asyncio.to_thread(server.stop) == 0
+
+
+# -- publish and subscribe
+
+
+async def test_publish_through_the_http_api_reaches_a_subscriber(
+    feeds_server_factory: Any,
+) -> None:
+    server = feeds_server_factory()
+    ws = await open_feed(server.ws_url, "news")
+    status, out, err = await run_cli("publish", "news", '{"title": "hello"}', "--url", server.url)
+    assert (status, err) == (0, "")
+    assert orjson.loads(out)["offset"] == 1
+    status, out, _ = await run_cli("publish", "news", "not json", "--url", server.url)
+    assert status == 0
+    messages = await recv_messages(ws, 2)
+    assert [m["data"] for m in messages] == [{"title": "hello"}, "not json"]
+    assert [m["client"] for m in messages] == [None, None]
+
+
+async def test_publish_through_the_broker_reaches_a_subscriber(
+    feeds_server_factory: Any, redis_url: str
+) -> None:
+    server = feeds_server_factory(redis_url)
+    ws = await open_feed(server.ws_url, "news")
+    status, out, err = await run_cli("publish", "news", "[1, 2]", "--broker", redis_url)
+    assert (status, err) == (0, "")
+    reply = orjson.loads(out)
+    status, _, err = await run_cli("publish", "news", "3", env={"FEEDS_BROKER": redis_url})
+    assert (status, err) == (0, "")
+    messages = await recv_messages(ws, 2)
+    assert [(m["offset"], m["data"]) for m in messages] == [(1, [1, 2]), (2, 3)]
+    assert messages[0]["epoch"] == reply["epoch"]
+
+
+async def test_publish_needs_the_servers_api_key_when_it_has_one(
+    feeds_server_factory: Any,
+) -> None:
+    server = feeds_server_factory(args=["--api-key", "sesame"])
+    ws = await open_feed(server.ws_url, "guarded")
+    status, _, err = await run_cli("publish", "guarded", "1", "--url", server.url)
+    assert status == 1
+    assert "401" in one_line(err)
+    status, _, err = await run_cli(
+        "publish", "guarded", "2", "--url", server.url, "--api-key", "sesame"
+    )
+    assert (status, err) == (0, "")
+    status, _, err = await run_cli(
+        "publish", "guarded", "3", "--url", server.url, env={"FEEDS_API_KEY": "sesame"}
+    )
+    assert (status, err) == (0, "")
+    assert [m["data"] for m in await recv_messages(ws, 2)] == [2, 3]
+
+
+async def _start_subscriber(
+    url: str, channel: str, count: int
+) -> tuple[asyncio.subprocess.Process, Any]:
+    """``sanic-feeds subscribe``, once it has printed its ``subscribed`` line."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sanic_feeds", "subscribe", channel,
+        "--url", url, "--count", str(count),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = await asyncio.wait_for(proc.stdout.readline(), 15)
+    return proc, orjson.loads(first)
+
+
+async def _finish(proc: asyncio.subprocess.Process, timeout_s: float = 15) -> tuple[int, str, str]:
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+async def test_subscribe_prints_json_lines_and_exits_after_count_messages(
+    feeds_server_factory: Any, scheme: str
+) -> None:
+    server = feeds_server_factory()
+    proc, subscribed = await _start_subscriber(f"{scheme}://127.0.0.1:{server.port}", "news", 2)
+    assert subscribed["type"] == "subscribed"
+    assert subscribed["channel"] == "news"
+    for data in ({"title": "one"}, "two", "three"):
+        status, _ = await publish_http(server.url, "news", data)
+        assert status == 200
+    status, out, err = await _finish(proc)
+    assert (status, err) == (0, "")
+    events = [orjson.loads(line) for line in out.splitlines()]
+    messages = [e for e in events if e["type"] == "message"]
+    assert [(m["offset"], m["data"]) for m in messages] == [(1, {"title": "one"}), (2, "two")]
+    assert events[-1] == messages[-1], "exits right after the COUNTth message"
+    assert {e["type"] for e in events} <= {"join", "message"}
+
+
+async def test_subscribe_survives_a_server_restart_and_recovers_what_it_missed(
+    feeds_server_factory: Any, redis_url: str
+) -> None:
+    server = feeds_server_factory(redis_url)
+    proc, _ = await _start_subscriber(server.ws_url, "news", 3)
+    await publish_http(server.url, "news", "before")
+    assert await asyncio.to_thread(server.stop) == 0
+    async with Publisher(redis_url) as pub:
+        await pub.publish("news", "while down")
+    await asyncio.to_thread(server.start)
+    await publish_http(server.url, "news", "after")
+    status, out, err = await _finish(proc, 30)
+    assert status == 0, err
+    assert "Traceback" not in err
+    events = [orjson.loads(line) for line in out.splitlines()]
+    messages = [e for e in events if e["type"] == "message"]
+    assert [(m["offset"], m["data"]) for m in messages] == [
+        (1, "before"),
+        (2, "while down"),
+        (3, "after"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected_status", "mentions"),
+    [
+        (["publish", "news", "1", "--url", "http://127.0.0.1:{port}"], 1, "cannot reach"),
+        (["publish", "news", "1", "--broker", "redis://127.0.0.1:{port}/0"], 1, "broker"),
+        (["publish", "bad channel!", "1", "--url", "http://127.0.0.1:{port}"], 2, "channel"),
+        (["publish", "news", "1", "--broker", "memory://"], 2, "memory://"),
+        (["publish", "news", "1"], 2, "--url"),
+        (["subscribe", "news", "--url", "ws://127.0.0.1:{port}"], 1, "cannot subscribe"),
+        (["subscribe", "bad channel!", "--url", "ws://127.0.0.1:{port}"], 2, "channel"),
+    ],
+    ids=[
+        "publish-server-unreachable", "publish-broker-unreachable", "publish-bad-channel",
+        "publish-memory-broker", "publish-nowhere", "subscribe-server-unreachable",
+        "subscribe-bad-channel",
+    ],
+)  # fmt: skip
+async def test_publish_and_subscribe_errors_are_one_line_and_a_non_zero_status(
+    args: Sequence[str], expected_status: int, mentions: str
+) -> None:
+    port = free_port()  # nothing listens there
+    status, out, err = await run_cli(*(arg.format(port=port) for arg in args))
+    assert status == expected_status, err
+    line = one_line(err)
+    assert line.startswith("sanic-feeds: error:")
+    assert mentions in line
+    assert out == ""
+
+
+async def test_publish_to_a_server_that_went_down_fails_in_one_line(
+    feeds_server_factory: Any,
+) -> None:
+    server = feeds_server_factory()
+    assert await asyncio.to_thread(server.stop) == 0
+    status, _, err = await run_cli("publish", "news", "1", "--url", server.url)
+    assert status == 1
+    assert server.url in one_line(err)
+
+
+async def test_publish_and_subscribe_while_the_servers_broker_is_down_fail_in_one_line(
+    feeds_server_factory: Any, private_redis: Any
+) -> None:
+    server = feeds_server_factory(private_redis.url)
+    private_redis.stop()
+    status, _, err = await run_cli("publish", "news", "1", "--url", server.url)
+    assert status == 1
+    assert "503" in one_line(err)
+    status, _, err = await run_cli("subscribe", "news", "--url", server.ws_url, timeout_s=30)
+    assert status == 1
+    assert "unavailable" in one_line(err)
