@@ -18,8 +18,8 @@ async def test_every_subscriber_on_every_instance_gets_every_message_in_one_orde
 ) -> None:
     servers = [feeds_server_factory(broker=redis_url) for _ in range(instances)]
     subscribers = [await open_feed(s.ws_url, "room") for s in servers for _ in range(2)]
-    # One publishing client on each of two instances, sending concurrently.
-    publishers = [await open_feed(s.ws_url, "room") for s in servers[:2]]
+    # One publishing client on every instance, all sending concurrently.
+    publishers = [await open_feed(s.ws_url, "room") for s in servers]
     per_publisher = 60
 
     async def send_all(ws: Any, name: str) -> None:
@@ -36,7 +36,7 @@ async def test_every_subscriber_on_every_instance_gets_every_message_in_one_orde
     ]
     first = sequences[0]
     assert [offset for offset, _, _ in first] == list(range(1, total + 1))
-    for name in ("p0", "p1"):
+    for name in (f"p{i}" for i in range(instances)):
         # Each publisher's own messages keep the order it sent them in.
         assert [n for _, sender, n in first if sender == name] == list(range(per_publisher))
     for sequence in sequences[1:]:

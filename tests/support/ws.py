@@ -73,15 +73,18 @@ async def close_code(ws: ClientConnection, timeout_s: float = 15.0) -> int | Non
         return closed.rcvd.code if closed.rcvd is not None else None
 
 
-async def publish_http(base_url: str, channel: str, data: Any) -> Any:
-    """POST /api/publish from a thread; returns (status, body)."""
+async def publish_http(
+    base_url: str, channel: str, data: Any, extra: dict[str, Any] | None = None
+) -> Any:
+    """POST /api/publish from a thread (``extra``: more fields of the body); returns
+    (status, body)."""
     import urllib.error
     import urllib.request
 
     def post() -> tuple[int, Any]:
         request = urllib.request.Request(
             f"{base_url}/api/publish",
-            data=orjson.dumps({"channel": channel, "data": data}),
+            data=orjson.dumps({"channel": channel, "data": data, **(extra or {})}),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
