@@ -10,11 +10,12 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from sanic_feeds import BrokerUnavailable, Publisher
 from sanic_feeds.errors import BadChannel
 from tests.support.feeds_server import FeedsServer, free_port
-from tests.support.ws import open_feed, recv_event, recv_messages
+from tests.support.ws import close_code, open_feed, recv_event, recv_messages
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,7 @@ class LibraryApp(FeedsServer):
             "--host", self.host,
             "--port", str(self.port),
             "--broker", self.broker,
+            *self.args,
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
@@ -38,8 +40,8 @@ class LibraryApp(FeedsServer):
         return env
 
 
-def start_library_app(factory: Any, broker: str) -> LibraryApp:
-    app = LibraryApp(broker)
+def start_library_app(factory: Any, broker: str, *args: str) -> LibraryApp:
+    app = LibraryApp(broker, args=args)
     factory.servers.append(app)  # stopped (SIGTERM, bounded) and cleaned up with the others
     app.start()
     return app
@@ -181,3 +183,23 @@ async def test_a_subscriber_of_the_app_sees_its_join_event_from_another_client(
     await open_feed(app.ws_url, "room")
     events = [await recv_event(first) for _ in range(2)]
     assert [e["type"] for e in events] == ["join", "join"]
+
+
+async def test_feeds_mounted_under_a_url_prefix_with_keyword_options(
+    feeds_server_factory: Any,
+) -> None:
+    app = start_library_app(
+        feeds_server_factory, "memory://", "--url-prefix", "/live", "--max-message-bytes", "100"
+    )
+    with pytest.raises(InvalidStatus) as refused:
+        await open_feed(app.ws_url, "news")
+    assert refused.value.response.status_code == 404
+    ws = await open_feed(f"{app.ws_url}/live", "news")
+    status, reply = await http(
+        "POST", f"{app.url}/live/api/publish", {"channel": "news", "data": 1}
+    )
+    assert (status, reply["offset"]) == (200, 1)
+    [message] = await recv_messages(ws, 1)
+    assert message["data"] == 1
+    await ws.send("x" * 200)  # the keyword option max_message_bytes=100
+    assert await close_code(ws) == 1009

@@ -8,6 +8,10 @@ mounts (``/feed``, ``/ws``, ``/api``, ``/health``, ``/ready``), it has routes of
 - ``POST /orders``: publishes the JSON body on channel ``orders`` with ``feeds.publish`` and
   answers ``{"offset": N, "epoch": "..."}``;
 - ``POST /notify/<channel>``: the same on any channel.
+
+``--url-prefix /live`` mounts the feed routes under ``/live`` (``Feeds(url_prefix=...)``); the
+app then answers ``GET /ready`` itself from ``feeds.ready``, as a user's own readiness probe
+would. ``--max-message-bytes N`` is passed to ``Feeds`` as a keyword option.
 """
 
 from __future__ import annotations
@@ -25,9 +29,15 @@ from sanic_feeds import Feeds
 __all__ = ["build_app", "main"]
 
 
-def build_app(broker: str) -> tuple[Sanic[Any, Any], Feeds]:
+def build_app(broker: str, url_prefix: str = "", **options: Any) -> tuple[Sanic[Any, Any], Feeds]:
     app: Sanic[Any, Any] = Sanic("library_app")
-    feeds = Feeds(app, broker=broker)
+    feeds = Feeds(app, broker=broker, url_prefix=url_prefix, **options)
+
+    if url_prefix:
+
+        @app.get("/ready")
+        async def ready(request: Request) -> HTTPResponse:
+            return json({"ready": feeds.ready}, 200 if feeds.ready else 503)
 
     @app.get("/hello")
     async def hello(request: Request) -> HTTPResponse:
@@ -53,8 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--broker", default="memory://")
+    parser.add_argument("--url-prefix", default="")
+    parser.add_argument("--max-message-bytes", type=int)
     args = parser.parse_args(argv)
-    app, _ = build_app(args.broker)
+    options = {}
+    if args.max_message_bytes is not None:
+        options["max_message_bytes"] = args.max_message_bytes
+    app, _ = build_app(args.broker, args.url_prefix, **options)
     app.run(host=args.host, port=args.port, single_process=True, access_log=False, motd=False)
     return 0
 
