@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
 
-from tests.support.ws import open_feed, publish_http, recv_event
+from tests.support.tcp_proxy import RedisProxy
+from tests.support.ws import open_feed, publish_http, recv_event, recv_messages, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +149,44 @@ async def test_redis_restart_with_aof_heals_with_every_offset_once_in_order(
         f"\nRedis restart (AOF): {total} published, 0 lost, 0 duplicated; worst delay "
         f"{healing * 1000:.0f} ms after the restart"
     )
+
+
+async def test_a_deaf_pubsub_connection_turns_ready_false_then_reconnects_and_heals(
+    feeds_server_factory: Any, redis_url: str
+) -> None:
+    """The connection stays open but Redis' messages stop arriving (a half-open TCP
+    connection): only the instance's own heartbeat, missing, can tell."""
+    proxy = RedisProxy("127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    await proxy.start()
+    try:
+        # The proxy runs on this event loop: start the server from a thread so the loop
+        # keeps forwarding while the start waits for /ready.
+        deafened = await asyncio.to_thread(feeds_server_factory, broker=proxy.url)
+        publishing = feeds_server_factory(broker=redis_url)
+        subscriber = await open_feed(deafened.ws_url, CHANNEL)
+        await publish_http(publishing.url, CHANNEL, "before")
+        assert proxy.deafen_open_connections() >= 2  # the pool's and pub/sub's
+        status, body = await publish_http(publishing.url, CHANNEL, "while deaf")
+        assert status == 200, body
+        await wait_until(lambda: _ready_status(deafened.url) == 503, 15, "/ready turns 503")
+        await wait_until(lambda: _ready_status(deafened.url) == 200, 15, "/ready back")
+        await publish_http(publishing.url, CHANNEL, "after")
+        messages = await recv_messages(subscriber, 3)
+        assert [(m["offset"], m["data"]) for m in messages] == [
+            (1, "before"),
+            (2, "while deaf"),
+            (3, "after"),
+        ]
+        assert "went deaf" in deafened.log()
+    finally:
+        await proxy.close()
+
+
+def _ready_status(base_url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"{base_url}/ready", timeout=2) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None

@@ -16,7 +16,7 @@ from sanic_feeds import BrokerUnavailable, PublishBufferFull, Publisher
 from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
 from sanic_feeds.errors import BadRequest
 from tests.support.feeds_server import free_port
-from tests.support.tcp_proxy import ReplyLosingProxy
+from tests.support.tcp_proxy import RedisProxy
 
 
 class _Ignore:
@@ -59,7 +59,7 @@ async def test_idempotency_keys_belong_to_their_channel(broker: Broker) -> None:
 
 
 async def test_a_lost_reply_is_retried_without_a_duplicate(redis_server: Any) -> None:
-    proxy = ReplyLosingProxy("127.0.0.1", redis_server.port)
+    proxy = RedisProxy("127.0.0.1", redis_server.port)
     await proxy.start()
     try:
         async with Publisher(proxy.url, retry_buffer=10) as pub:

@@ -1,9 +1,13 @@
-"""A TCP proxy in front of Redis that can lose the reply to one command.
+"""A TCP proxy in front of Redis that fails the ways networks fail.
 
 ``lose_reply_to(b"EVALSHA")`` arms it: the next connection that sends a
 chunk containing those bytes has the command delivered to Redis, which runs
 it, and then, instead of the reply, the connection is cut. That is the case
 idempotency keys exist for: the caller cannot know whether its command ran.
+
+``deafen_open_connections()``: every connection open now keeps its socket
+but hears nothing more from Redis (a half-open TCP connection, a partition);
+connections made afterwards work.
 """
 
 from __future__ import annotations
@@ -11,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-__all__ = ["ReplyLosingProxy"]
+__all__ = ["RedisProxy"]
 
 
-class ReplyLosingProxy:
+class RedisProxy:
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self._upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._armed: bytes | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: One Event per open connection; set, it drops what Redis sends on it.
+        self._connections: set[asyncio.Event] = set()
         self.replies_lost = 0
         self.port = 0
 
@@ -33,6 +39,12 @@ class ReplyLosingProxy:
 
     def lose_reply_to(self, command: bytes) -> None:
         self._armed = command
+
+    def deafen_open_connections(self) -> int:
+        """Make every open connection deaf; returns how many there were."""
+        for deaf in self._connections:
+            deaf.set()
+        return len(self._connections)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -51,6 +63,8 @@ class ReplyLosingProxy:
         self._tasks.add(task)
         upstream_r, upstream_w = await asyncio.open_connection(*self._upstream)
         reply_lost = asyncio.Event()
+        deaf = asyncio.Event()
+        self._connections.add(deaf)
 
         async def to_redis() -> None:
             while chunk := await client_r.read(65536):
@@ -65,6 +79,8 @@ class ReplyLosingProxy:
                 if reply_lost.is_set():
                     self.replies_lost += 1
                     return
+                if deaf.is_set():
+                    continue
                 client_w.write(chunk)
                 await client_w.drain()
 
@@ -76,4 +92,5 @@ class ReplyLosingProxy:
         finally:
             for writer in (client_w, upstream_w):
                 writer.transport.abort()
+            self._connections.discard(deaf)
             self._tasks.discard(task)
