@@ -136,9 +136,7 @@ class Hub:
             if greet is not None:
                 greet(state.position, missed is not None)
             if missed:
-                frames = [text_frame(encode_event(pub, wire_format)) for pub in missed]
-                for frame in frames:
-                    outbox.put(frame)
+                outbox.put_batch([text_frame(encode_event(pub, wire_format)) for pub in missed])
             state.members[wire_format].add(outbox)
             return state.position, missed is not None
 

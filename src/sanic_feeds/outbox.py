@@ -130,6 +130,16 @@ class Outbox:
             self._scheduled = True
             self._flusher.schedule(self)
 
+    def put_batch(self, frames: list[bytes]) -> None:
+        """Queue a batch (a recovery) and write it at once: its length alone is not an
+        overflow, only what still waits after the write counts against ``max_frames``."""
+        if self.closed or not frames:
+            return
+        self._frames.extend(frames)
+        self.flush()
+        if len(self._frames) > self._max_frames:
+            self.abort()
+
     def flush(self) -> None:
         # Called once per connection for every burst a channel fans out: the
         # hottest Python in the server, kept to the checks that matter.

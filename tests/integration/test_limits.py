@@ -66,6 +66,18 @@ async def http_get(url: str) -> tuple[int, Any]:
     return await asyncio.to_thread(get)
 
 
+async def wait_subscribers(server: Any, channel: str, count: int, timeout_s: float = 10) -> None:
+    """Until ``GET /api/channels/<channel>`` counts ``count`` subscribers (presence is
+    recorded right after ``subscribed`` is sent)."""
+
+    async def counted() -> bool:
+        status, body = await http_get(f"{server.url}/api/channels/{channel}")
+        assert status == 200, body
+        return bool(body["subscribers"] == count)
+
+    await wait_until(counted, timeout_s, f"{count} subscribers on {channel!r}")
+
+
 async def open_ws(ws_url: str, channel: str, **kwargs: Any) -> ClientConnection:
     """Connect to ``/ws`` and subscribe to ``channel``."""
     ws = await ws_connect(f"{ws_url}/ws", **kwargs)
@@ -307,8 +319,7 @@ async def test_subscribing_past_max_subscriptions_is_limit_exceeded_and_the_conn
     assert (await command(op="ping", id=3))["type"] == "pong"
     # The refused channel was not subscribed: its messages do not arrive.
     assert await assert_undisturbed(server, "c", bystander) == []
-    status, body = await http_get(f"{server.url}/api/channels/c")
-    assert (status, body["subscribers"]) == (200, 1)
+    await wait_subscribers(server, "c", 1)
     # Unsubscribing makes room again.
     assert (await command(op="unsubscribe", channel="a", id=4))["type"] == "unsubscribed"
     assert (await command(op="subscribe", channel="c", id=5))["type"] == "subscribed"
@@ -359,6 +370,26 @@ async def test_a_client_that_stops_reading_is_closed_1013_past_max_queue_and_rec
     assert await assert_undisturbed(server, "busy", bystander) == []
 
 
+async def test_recovering_more_messages_than_max_queue_at_once_is_not_an_overflow(
+    feeds_server_factory: Any, redis_url: str
+) -> None:
+    """A reading client that recovers 30 missed messages with --max-queue 5 gets them all;
+    closing it with 1013 would only make it come back with the same ``since``, forever."""
+    server = feeds_server_factory(redis_url, args=["--max-queue", "5"])
+    status, first = await publish_http(server.url, "catchup", "first")
+    assert status == 200
+    for n in range(30):
+        await publish_http(server.url, "catchup", n)
+    query = f"since={first['offset']}&epoch={first['epoch']}"
+    ws = await ws_connect(f"{server.ws_url}/feed/catchup?{query}")
+    subscribed = await recv_event(ws)
+    assert (subscribed["type"], subscribed["recovered"]) == ("subscribed", True)
+    assert [m["data"] for m in await recv_messages(ws, 30)] == list(range(30))
+    await publish_http(server.url, "catchup", "live")
+    [live] = await recv_messages(ws, 1)
+    assert live["data"] == "live"
+
+
 # -- connections per instance
 
 
@@ -374,8 +405,7 @@ async def test_past_max_connections_upgrades_get_503_until_one_closes(
         assert refused.value.response.status_code == 503
         assert orjson.loads(refused.value.response.body)["code"] == "limit_exceeded"
     # Plain HTTP is not counted against the limit.
-    status, body = await http_get(f"{server.url}/api/channels/room")
-    assert (status, body["subscribers"]) == (200, 3)
+    await wait_subscribers(server, "room", 3)
     await others[0].close()
 
     async def accepted() -> ClientConnection | None:
@@ -406,8 +436,7 @@ async def test_a_burst_of_upgrades_never_exceeds_max_connections(
     accepted = [o for o in outcomes if not isinstance(o, int)]
     assert len(accepted) == 3, outcomes
     assert sorted(o for o in outcomes if isinstance(o, int)) == [503] * 9
-    status, body = await http_get(f"{server.url}/api/channels/crowd")
-    assert (status, body["subscribers"]) == (200, 3)
+    await wait_subscribers(server, "crowd", 3)
     assert await assert_undisturbed(server, "crowd", accepted[0]) == []
 
 
@@ -422,14 +451,10 @@ async def test_a_peer_that_never_answers_pings_is_closed_and_others_stay(
     )
     bystander = await open_feed(server.ws_url, "room", ping_interval=None)
     silent = await open_feed(server.ws_url, "room", ping_interval=None)
+    await wait_subscribers(server, "room", 2)
     # It stops reading: the server's pings are never seen, so never answered.
     silent.transport.pause_reading()
-
-    async def silent_gone() -> bool:
-        status, body = await http_get(f"{server.url}/api/channels/room")
-        return status == 200 and body["subscribers"] == 1
-
-    await wait_until(silent_gone, timeout_s=15, what="the silent peer dropped")
+    await wait_subscribers(server, "room", 1, timeout_s=15)
     silent.transport.resume_reading()
     with pytest.raises(ConnectionClosed):
         async with asyncio.timeout(15):
