@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -72,6 +73,9 @@ class Feeds:
         self._app: Sanic[Any, Any] | None = None
         #: Open WebSocket connections of this process.
         self.connections: set[Connection] = set()
+        #: Upgrades admitted whose handler has not started yet: they count against
+        #: --max-connections (a request that never gets there drops out when collected).
+        self._upgrading: weakref.WeakSet[Request] = weakref.WeakSet()
         #: Channel departures still running for connections already gone.
         self._cleanups: set[asyncio.Task[None]] = set()
         self._draining = False
@@ -178,10 +182,11 @@ class Feeds:
                 raise Forbidden("origin not allowed")
             if self._draining:
                 raise LimitExceeded("server shutting down")
-            if len(self.connections) >= self.settings.max_connections:
+            if len(self.connections) + len(self._upgrading) >= self.settings.max_connections:
                 raise LimitExceeded("too many connections on this instance")
         except FeedsError as exc:
             return error_response(exc)
+        self._upgrading.add(request)
         return None
 
     async def _feed_endpoint(self, request: Request, ws: Any, channel: str) -> None:
@@ -195,6 +200,7 @@ class Feeds:
     @contextlib.asynccontextmanager
     async def _connection(self, request: Request, ws: Any) -> AsyncIterator[Connection]:
         settings = self.settings
+        self._upgrading.discard(request)
         conn = Connection(
             ws,
             self.hub.flusher,
