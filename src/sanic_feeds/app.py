@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict
 from typing import Any
@@ -12,9 +13,16 @@ from sanic import Sanic
 from .extension import Feeds
 from .settings import Settings
 
-__all__ = ["create_app", "create_app_from_env", "settings_to_env"]
+__all__ = ["configure_logging", "create_app", "create_app_from_env", "settings_to_env"]
 
 _SETTINGS_ENV = "FEEDS__SERVE_SETTINGS"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log at ``--log-level`` to stderr; worker processes call it too, as they start afresh."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def create_app(settings: Settings) -> Sanic[Any, Any]:
@@ -33,4 +41,6 @@ def create_app_from_env() -> Sanic[Any, Any]:
     for name, value in values.items():
         if isinstance(value, list):
             values[name] = tuple(value)
-    return create_app(Settings(**values))
+    settings = Settings(**values)
+    configure_logging(settings)
+    return create_app(settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import urllib.error
 import urllib.request
@@ -75,13 +74,12 @@ def _serve(args: argparse.Namespace) -> int:
     if scheme != "memory":
         _check_broker(settings.broker)
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
-    from .app import create_app, create_app_from_env, settings_to_env
+    from .app import configure_logging, create_app, create_app_from_env, settings_to_env
+
+    configure_logging(settings)
 
     run_options: dict[str, Any] = {
         "host": settings.host,

@@ -293,10 +293,11 @@ async def _get_json(url: str) -> tuple[int, Any]:
     return await asyncio.to_thread(get)
 
 
-async def test_two_workers_on_redis_serve_one_channel(
+async def test_two_workers_on_redis_serve_one_channel_and_drain_on_sigterm(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
     server = feeds_server_factory(redis_url, args=["--workers", "2"])
+    assert server.log().count("feeds instance") == 2, server.log()
     subscribers = [await open_feed(server.ws_url, "shared") for _ in range(4)]
     for n in range(6):
         status, _ = await publish_http(server.url, "shared", n)
@@ -304,7 +305,10 @@ async def test_two_workers_on_redis_serve_one_channel(
     for ws in subscribers:
         messages = await recv_messages(ws, 6)
         assert [(m["offset"], m["data"]) for m in messages] == [(n + 1, n) for n in range(6)]
-    assert await asyncio.to_thread(server.stop) == 0
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGTERM)  # the main process drains every worker
+    assert await asyncio.gather(*(close_code(ws) for ws in subscribers)) == [1001] * 4
+    assert await asyncio.to_thread(server.wait, 15) == 0
 
 
 # -- publish and subscribe
@@ -480,3 +484,49 @@ async def test_publish_and_subscribe_while_the_servers_broker_is_down_fail_in_on
     status, _, err = await run_cli("subscribe", "news", "--url", server.ws_url, timeout_s=30)
     assert status == 1
     assert "unavailable" in one_line(err)
+
+
+async def test_ctrl_c_ends_subscribe_quietly(feeds_server_factory: Any) -> None:
+    server = feeds_server_factory()
+    proc, _ = await _start_subscriber(server.ws_url, "news", 0)
+    proc.send_signal(signal.SIGINT)
+    status, _, err = await _finish(proc)
+    assert (status, err) == (0, "")
+
+
+README_OPTIONS = (
+    "host",
+    "port",
+    "broker",
+    "workers",
+    "max-message-bytes",
+    "max-queue",
+    "max-connections",
+    "max-subscriptions",
+    "rate-limit",
+    "rate-burst",
+    "history-size",
+    "history-ttl",
+    "recovery-max",
+    "ping-interval",
+    "ping-timeout",
+    "drain-timeout",
+    "api-key",
+    "allowed-origins",
+    "quiet-namespaces",
+    "join-leave-max",
+    "log-level",
+)
+
+
+async def test_serve_help_lists_every_option_with_its_environment_variable() -> None:
+    status, out, _ = await run_cli("serve", "--help")
+    assert status == 0
+    words = out.replace("(", " ").replace(",", " ").split()
+    missing = [
+        option
+        for option in README_OPTIONS
+        if f"--{option}" not in words or f"FEEDS_{option.replace('-', '_').upper()}" not in words
+    ]
+    assert missing == []
+    assert "--config" in words and "FEEDS_CONFIG)" in words
