@@ -113,7 +113,9 @@ def _check_broker(url: str) -> None:
     try:
         asyncio.run(ping())
     except Exception as exc:
-        _fail(f"cannot reach the broker at {url}: {exc}")
+        from .extension import _redact  # no password on the terminal
+
+        _fail(f"cannot reach the broker at {_redact(url)}: {exc}")
 
 
 # -- publish

@@ -109,6 +109,15 @@ async def test_an_unreachable_broker_exits_1_with_one_line(feeds_server_factory:
     assert "broker" in line and url in line
 
 
+async def test_the_unreachable_broker_line_does_not_show_the_brokers_password() -> None:
+    port = free_port()
+    status, _, err = await run_cli("serve", "--broker", f"redis://user:hunter2@127.0.0.1:{port}/0")
+    assert status == 1
+    line = one_line(err)
+    assert "hunter2" not in line
+    assert f"127.0.0.1:{port}" in line
+
+
 @pytest.mark.parametrize(
     ("args", "env", "config"),
     [
