@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 import urllib.request
 from pathlib import Path
@@ -203,3 +205,14 @@ async def test_feeds_mounted_under_a_url_prefix_with_keyword_options(
     assert message["data"] == 1
     await ws.send("x" * 200)  # the keyword option max_message_bytes=100
     assert await close_code(ws) == 1009
+
+
+async def test_the_users_app_drains_its_feed_clients_with_1001_on_sigterm(
+    feeds_server_factory: Any,
+) -> None:
+    app = start_library_app(feeds_server_factory, "memory://")
+    ws = await open_feed(app.ws_url, "orders")
+    assert app.pid is not None
+    os.kill(app.pid, signal.SIGTERM)
+    assert await close_code(ws) == 1001
+    assert await asyncio.to_thread(app.wait, 10) == 0
