@@ -297,9 +297,17 @@ class Hub:
                 state.parked = None
 
     def _deliver_all(self, state: _Channel, publications: list[Publication]) -> None:
-        for pub in publications:
-            state.position = StreamPosition(pub.offset, pub.epoch)
-            self._fan_out(state, pub)
+        """Deliver what filled a gap as one batch per connection: a gap longer than
+        ``max_queue`` is not an overflow of clients that read."""
+        if not publications:
+            return
+        last = publications[-1]
+        state.position = StreamPosition(last.offset, last.epoch)
+        for wire_format, outboxes in state.members.items():
+            if outboxes:
+                frames = [text_frame(encode_event(pub, wire_format)) for pub in publications]
+                for outbox in list(outboxes):
+                    outbox.put_batch(frames)
 
     def _give_up(self, channel: str, state: _Channel, why: str) -> None:
         log.warning("closing %d clients of %r: %s", state.size, channel, why)

@@ -161,22 +161,23 @@ async def test_a_deaf_pubsub_connection_turns_ready_false_then_reconnects_and_he
     try:
         # The proxy runs on this event loop: start the server from a thread so the loop
         # keeps forwarding while the start waits for /ready.
-        deafened = await asyncio.to_thread(feeds_server_factory, broker=proxy.url)
+        # A gap longer than --max-queue is healed as one batch, not an overflow.
+        deafened = await asyncio.to_thread(
+            feeds_server_factory, broker=proxy.url, args=["--max-queue", "10"]
+        )
         publishing = feeds_server_factory(broker=redis_url)
         subscriber = await open_feed(deafened.ws_url, CHANNEL)
         await publish_http(publishing.url, CHANNEL, "before")
         assert proxy.deafen_open_connections() >= 2  # the pool's and pub/sub's
-        status, body = await publish_http(publishing.url, CHANNEL, "while deaf")
-        assert status == 200, body
+        for n in range(40):
+            status, body = await publish_http(publishing.url, CHANNEL, n)
+            assert status == 200, body
         await wait_until(lambda: _ready_status(deafened.url) == 503, 15, "/ready turns 503")
         await wait_until(lambda: _ready_status(deafened.url) == 200, 15, "/ready back")
         await publish_http(publishing.url, CHANNEL, "after")
-        messages = await recv_messages(subscriber, 3)
-        assert [(m["offset"], m["data"]) for m in messages] == [
-            (1, "before"),
-            (2, "while deaf"),
-            (3, "after"),
-        ]
+        messages = await recv_messages(subscriber, 42)
+        assert [m["offset"] for m in messages] == list(range(1, 43))
+        assert [m["data"] for m in messages] == ["before", *range(40), "after"]
         assert "went deaf" in deafened.log()
     finally:
         await proxy.close()
