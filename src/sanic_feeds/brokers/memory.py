@@ -124,6 +124,8 @@ class MemoryBroker:
         keys[(channel, key)] = (position, now_s + self._options.idempotency_ttl_s)
 
     async def publish_event(self, event: Event) -> None:
+        if isinstance(event, Publication):
+            raise TypeError("publications go through publish()")
         self._deliver(event)
 
     def _deliver(self, event: Event) -> None:

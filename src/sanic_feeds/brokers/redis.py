@@ -19,7 +19,7 @@ from importlib.resources import files
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -47,6 +47,8 @@ _INSTANCES_KEY = f"{PREFIX}:instances"
 _PUBSUB_PREFIX = f"{PREFIX}:{{"
 _CONNECT_TIMEOUT_S = 2.0
 _COMMAND_TIMEOUT_S = 5.0
+#: Command connections per process; more concurrent commands wait for one.
+_POOL_CONNECTIONS = 100
 _SUBSCRIBE_TIMEOUT_S = 5.0
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
@@ -93,11 +95,18 @@ class RedisBroker:
         self._heartbeat_channel = f"{PREFIX}:instance:{self._options.instance_id}".encode()
         # Commands: a few quick retries ride over pooled connections that a
         # Redis restart left stale; a refused connection fails fast anyway.
-        self._redis: Redis = Redis.from_url(
-            url,
-            socket_connect_timeout=_CONNECT_TIMEOUT_S,
-            socket_timeout=_COMMAND_TIMEOUT_S,
-            retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3),
+        # A blocking pool: a burst of concurrent commands (many clients
+        # publishing at once) waits its turn for a connection instead of
+        # failing with "Too many connections" once the pool is exhausted.
+        self._redis: Redis = Redis.from_pool(
+            BlockingConnectionPool.from_url(
+                url,
+                max_connections=_POOL_CONNECTIONS,
+                timeout=_COMMAND_TIMEOUT_S,
+                socket_connect_timeout=_CONNECT_TIMEOUT_S,
+                socket_timeout=_COMMAND_TIMEOUT_S,
+                retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3),
+            )
         )
         # Pub/sub: no retries inside redis-py, because a silent reconnect
         # would hide the messages lost meanwhile; the reader reconnects.
@@ -150,6 +159,9 @@ class RedisBroker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._heartbeat_task = self._reader_task = None
+        # Closed: no longer hearing anything (``ready`` turns false).
+        self._pubsub = None
+        self._connected.clear()
         with contextlib.suppress(RedisError, OSError):
             await self._redis.zrem(_INSTANCES_KEY, self._options.instance_id)
         await self._redis.aclose()

@@ -1,0 +1,649 @@
+"""The broker contract (``sanic_feeds.brokers.base.Broker``), one suite for every broker.
+
+Each test runs against ``memory://`` and ``redis://`` (the shared test Redis), built with
+``create_broker`` and started with a recording handler. Direct broker calls, no server.
+A few promises only make sense with more than one process or a broker that can go away;
+those run on Redis only, at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
+from sanic_feeds.errors import BrokerUnavailable
+from sanic_feeds.protocol import Event, Join, Leave, Publication, StreamPosition
+from tests.support.redis_server import RedisServer, free_port
+
+BROKERS = ["memory", "redis"]
+
+
+class Recorder:
+    """A ``BrokerHandler`` that keeps everything delivered to it."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.resubscribed = 0
+
+    def on_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def on_resubscribed(self) -> None:
+        self.resubscribed += 1
+
+    def publications(self, channel: str) -> list[Publication]:
+        return [e for e in self.events if isinstance(e, Publication) and e.channel == channel]
+
+    def on(self, channel: str) -> list[Event]:
+        return [e for e in self.events if e.channel == channel]
+
+    async def wait_for(self, channel: str, count: int, timeout_s: float = 5.0) -> list[Event]:
+        """The first ``count`` events of ``channel``, once they have all arrived."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.on(channel)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{channel!r}: got {self.on(channel)}, wanted {count} events")
+            await asyncio.sleep(0.01)
+        return self.on(channel)[:count]
+
+    async def wait_pubs(self, channel: str, count: int) -> list[Publication]:
+        """Like ``wait_for``, for a channel that carries only publications."""
+        events = await self.wait_for(channel, count)
+        assert all(isinstance(e, Publication) for e in events), events
+        return [e for e in events if isinstance(e, Publication)]
+
+
+StartBroker = Callable[..., Awaitable[tuple[Broker, Recorder]]]
+
+
+@pytest.fixture(params=BROKERS)
+def broker_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture
+async def start_broker(broker_url: str) -> AsyncIterator[StartBroker]:
+    """``await start_broker(**BrokerOptions fields)`` -> a started (broker, recorder); every
+    broker it made is closed at teardown."""
+    started: list[Broker] = []
+
+    async def start(**options: Any) -> tuple[Broker, Recorder]:
+        options.setdefault("instance_id", f"contract-{secrets.token_hex(4)}")
+        broker = create_broker(broker_url, BrokerOptions(**options))
+        recorder = Recorder()
+        await broker.start(recorder)
+        started.append(broker)
+        return broker, recorder
+
+    yield start
+    for broker in reversed(started):
+        await broker.close()
+
+
+@pytest.fixture
+async def started(start_broker: StartBroker) -> tuple[Broker, Recorder]:
+    return await start_broker()
+
+
+@pytest.fixture
+def broker(started: tuple[Broker, Recorder]) -> Broker:
+    return started[0]
+
+
+@pytest.fixture
+def recorder(started: tuple[Broker, Recorder]) -> Recorder:
+    return started[1]
+
+
+def offsets(pubs: list[Any]) -> list[int]:
+    return [pub.offset for pub in pubs]
+
+
+# -- lifecycle
+
+
+async def test_ready_once_started_and_not_after_close(broker: Broker) -> None:
+    # Redis: ready once its own heartbeat came back through pub/sub (a second at most).
+    deadline = time.monotonic() + 5
+    while not broker.ready:
+        assert time.monotonic() < deadline, "never ready"
+        await asyncio.sleep(0.02)
+    await broker.close()
+    assert not broker.ready
+
+
+async def test_close_is_idempotent(broker: Broker) -> None:
+    await broker.close()
+    await broker.close()
+
+
+# -- offsets and epochs
+
+
+async def test_publish_assigns_increasing_offsets_from_one_in_one_epoch(broker: Broker) -> None:
+    positions = [await broker.publish("news", n) for n in range(5)]
+    assert [p.offset for p in positions] == [1, 2, 3, 4, 5]
+    epoch = positions[0].epoch
+    assert isinstance(epoch, str) and epoch
+    assert {p.epoch for p in positions} == {epoch}
+    assert await broker.position("news") == StreamPosition(5, epoch)
+
+
+async def test_position_of_a_channel_never_published_is_zero(broker: Broker) -> None:
+    assert await broker.position("nothing-yet") == StreamPosition(0, "")
+
+
+async def test_channels_have_separate_offsets(broker: Broker) -> None:
+    a1 = await broker.publish("a", 1)
+    b1 = await broker.publish("b", 1)
+    a2 = await broker.publish("a", 2)
+    b2 = await broker.publish("b", 2)
+    b3 = await broker.publish("b", 3)
+    assert [a1.offset, a2.offset] == [1, 2]
+    assert [b1.offset, b2.offset, b3.offset] == [1, 2, 3]
+    assert await broker.position("a") == StreamPosition(2, a1.epoch)
+    assert await broker.position("b") == StreamPosition(3, b1.epoch)
+
+
+async def test_concurrent_publishes_get_distinct_consecutive_offsets(broker: Broker) -> None:
+    positions = await asyncio.gather(*(broker.publish("busy", n) for n in range(50)))
+    assert sorted(p.offset for p in positions) == list(range(1, 51))
+
+
+async def test_epoch_is_stable_across_publishes_and_subscriptions(broker: Broker) -> None:
+    first = await broker.publish("stable", "x")
+    await broker.subscribe("stable")
+    await broker.publish("stable", "y")
+    await broker.unsubscribe("stable")
+    last = await broker.publish("stable", "z")
+    assert last == StreamPosition(3, first.epoch)
+
+
+async def test_a_new_epoch_when_the_channel_state_expired(start_broker: StartBroker) -> None:
+    broker, _ = await start_broker(history_ttl_s=1, meta_ttl_s=1)
+    old = await broker.publish("short-lived", "before")
+    await asyncio.sleep(1.3)
+    assert await broker.position("short-lived") == StreamPosition(0, "")
+    new = await broker.publish("short-lived", "after")
+    assert new.offset == 1
+    assert new.epoch and new.epoch != old.epoch
+    pubs, position = await broker.history("short-lived", None, 10)
+    assert [(p.offset, p.epoch, p.data) for p in pubs] == [(1, new.epoch, "after")]
+    assert position == new
+
+
+# -- delivery
+
+
+async def test_subscribed_channel_delivers_in_offset_order(
+    broker: Broker, recorder: Recorder
+) -> None:
+    await broker.subscribe("live")
+    positions = [
+        await broker.publish("live", {"n": n}, client="c1" if n % 2 else None) for n in range(20)
+    ]
+    delivered = await recorder.wait_pubs("live", 20)
+    assert all(isinstance(e, Publication) for e in delivered)
+    assert offsets(delivered) == list(range(1, 21))
+    assert [p.data for p in delivered] == [{"n": n} for n in range(20)]
+    assert {p.epoch for p in delivered} == {positions[0].epoch}
+    assert [p.client for p in delivered] == ["c1" if n % 2 else None for n in range(20)]
+    assert all(isinstance(p.ts_ms, int) and p.ts_ms > 0 for p in delivered)
+
+
+async def test_any_json_value_is_delivered_as_published(broker: Broker, recorder: Recorder) -> None:
+    values: list[Any] = [None, True, 0, -1.5, "text", "", [1, "two", None], {"a": {"b": [1]}}]
+    await broker.subscribe("json")
+    for value in values:
+        await broker.publish("json", value)
+    delivered = await recorder.wait_pubs("json", len(values))
+    assert [p.data for p in delivered] == values
+    pubs, _ = await broker.history("json", None, 100)
+    assert [p.data for p in pubs] == values
+
+
+async def test_raw_text_travels_with_the_publication(broker: Broker, recorder: Recorder) -> None:
+    await broker.subscribe("raw")
+    await broker.publish("raw", {"a": 1}, raw='{ "a" : 1 }')
+    [delivered] = await recorder.wait_for("raw", 1)
+    assert isinstance(delivered, Publication)
+    assert delivered.raw_text == '{ "a" : 1 }'
+    [stored], _ = await broker.history("raw", None, 1)
+    assert stored.raw_text == '{ "a" : 1 }'
+
+
+async def test_a_burst_of_concurrent_calls_all_succeed(broker: Broker) -> None:
+    # More concurrent calls than a broker has connections: they wait their turn, none
+    # fails (Redis: the pool once raised "Too many connections" past 100).
+    positions = await asyncio.gather(*(broker.publish("burst", n) for n in range(300)))
+    assert sorted(p.offset for p in positions) == list(range(1, 301))
+    reads = await asyncio.gather(
+        *(broker.history("burst", None, 1) for _ in range(150)),
+        *(broker.add_presence("burst", f"c{n}", {}) for n in range(150)),
+    )
+    assert all(read[0][0].offset == 300 for read in reads[:150])  # type: ignore[index]
+    assert len(await broker.presence("burst")) == 150
+
+
+async def test_concurrent_publishes_are_delivered_in_offset_order(
+    broker: Broker, recorder: Recorder
+) -> None:
+    await broker.subscribe("race")
+    await asyncio.gather(*(broker.publish("race", n) for n in range(50)))
+    assert offsets(await recorder.wait_for("race", 50)) == list(range(1, 51))
+
+
+async def test_a_channel_not_subscribed_is_not_delivered(
+    broker: Broker, recorder: Recorder
+) -> None:
+    await broker.subscribe("wanted")
+    await broker.publish("unwanted", "no")
+    await broker.publish_event(Join("unwanted", "c1", {}))
+    await broker.publish("wanted", "yes")
+    await recorder.wait_for("wanted", 1)
+    await asyncio.sleep(0.1)
+    assert recorder.on("unwanted") == []
+
+
+async def test_unsubscribe_stops_only_that_channel(broker: Broker, recorder: Recorder) -> None:
+    for channel in ("keep", "drop"):
+        await broker.subscribe(channel)
+    await broker.publish("drop", "before")
+    await recorder.wait_for("drop", 1)
+    await broker.unsubscribe("drop")
+    # Published right after unsubscribe() returned: never delivered.
+    for n in range(5):
+        await broker.publish("drop", n)
+        await broker.publish("keep", n)
+    delivered = await recorder.wait_pubs("keep", 5)
+    assert [p.data for p in delivered] == list(range(5))
+    await asyncio.sleep(0.2)
+    assert [p.data for p in recorder.publications("drop")] == ["before"]
+    assert len(recorder.on("keep")) == 5
+
+
+async def test_subscribe_affects_only_that_channel(broker: Broker, recorder: Recorder) -> None:
+    await broker.subscribe("one")
+    await broker.publish("one", 1)
+    await recorder.wait_for("one", 1)
+    await broker.subscribe("two")
+    await broker.publish("one", 2)
+    await broker.publish("two", 1)
+    assert offsets(await recorder.wait_for("one", 2)) == [1, 2]
+    assert offsets(await recorder.wait_for("two", 1)) == [1]
+
+
+async def test_resubscribing_delivers_again(broker: Broker, recorder: Recorder) -> None:
+    await broker.subscribe("again")
+    await broker.unsubscribe("again")
+    await broker.publish("again", "missed")
+    await broker.subscribe("again")
+    await broker.publish("again", "seen")
+    [delivered] = await recorder.wait_for("again", 1)
+    await asyncio.sleep(0.1)
+    assert recorder.on("again") == [delivered]
+    assert isinstance(delivered, Publication)
+    assert (delivered.offset, delivered.data) == (2, "seen")
+
+
+async def test_delivered_once_subscribe_returns(broker: Broker, recorder: Recorder) -> None:
+    # "subscribe returns only once every publication accepted after it returned will be
+    # delivered": no settling time between the two.
+    for n in range(10):
+        channel = f"prompt-{n}"
+        await broker.subscribe(channel)
+        await broker.publish(channel, n)
+    for n in range(10):
+        assert offsets(await recorder.wait_for(f"prompt-{n}", 1)) == [1]
+
+
+async def test_join_and_leave_are_delivered_in_order_and_not_kept(
+    broker: Broker, recorder: Recorder
+) -> None:
+    await broker.subscribe("room")
+    await broker.publish_event(Join("room", "alice", {"name": "Alice"}))
+    await broker.publish("room", "hi")
+    await broker.publish_event(Leave("room", "alice"))
+    delivered = await recorder.wait_for("room", 3)
+    assert delivered[0] == Join("room", "alice", {"name": "Alice"})
+    assert isinstance(delivered[1], Publication) and delivered[1].data == "hi"
+    assert delivered[2] == Leave("room", "alice")
+    # Join and leave carry no offset and do not enter history.
+    pubs, position = await broker.history("room", None, 10)
+    assert offsets(pubs) == [1]
+    assert position.offset == 1
+
+
+async def test_publish_event_refuses_publications(broker: Broker) -> None:
+    with pytest.raises(TypeError):
+        await broker.publish_event(Publication("room", 1, "e", "data"))
+
+
+# -- history
+
+
+async def test_history_returns_the_newest_n_in_order(broker: Broker) -> None:
+    epoch = (await broker.publish("h", 1)).epoch
+    for n in range(2, 11):
+        await broker.publish("h", n)
+    pubs, position = await broker.history("h", None, 3)
+    assert [(p.offset, p.data, p.epoch, p.channel) for p in pubs] == [
+        (8, 8, epoch, "h"),
+        (9, 9, epoch, "h"),
+        (10, 10, epoch, "h"),
+    ]
+    assert position == StreamPosition(10, epoch)
+    everything, _ = await broker.history("h", None, 100)
+    assert offsets(everything) == list(range(1, 11))
+
+
+async def test_history_since_an_offset_returns_the_oldest_after_it(broker: Broker) -> None:
+    for n in range(1, 11):
+        await broker.publish("h", n)
+    pubs, position = await broker.history("h", 4, 3)
+    assert offsets(pubs) == [5, 6, 7]
+    assert [p.data for p in pubs] == [5, 6, 7]
+    assert position.offset == 10
+    assert offsets((await broker.history("h", 4, 100))[0]) == list(range(5, 11))
+    assert offsets((await broker.history("h", 0, 100))[0]) == list(range(1, 11))
+    assert (await broker.history("h", 10, 100))[0] == []
+    assert (await broker.history("h", 25, 100))[0] == []
+
+
+async def test_history_keeps_the_client_and_timestamp(broker: Broker) -> None:
+    before_ms = time.time_ns() // 1_000_000
+    await broker.publish("who", "x", client="c-42")
+    await broker.publish("who", "y")
+    pubs, _ = await broker.history("who", None, 10)
+    assert [p.client for p in pubs] == ["c-42", None]
+    assert all(before_ms - 1000 <= p.ts_ms <= before_ms + 60_000 for p in pubs)
+
+
+async def test_history_matches_what_was_delivered(broker: Broker, recorder: Recorder) -> None:
+    await broker.subscribe("same")
+    for n in range(10):
+        await broker.publish("same", {"n": n}, client=f"c{n}")
+    delivered = await recorder.wait_for("same", 10)
+    pubs, _ = await broker.history("same", 0, 100)
+    assert pubs == delivered
+
+
+async def test_history_is_bounded_by_history_size(start_broker: StartBroker) -> None:
+    broker, _ = await start_broker(history_size=5)
+    for n in range(1, 13):
+        await broker.publish("bounded", n)
+    pubs, position = await broker.history("bounded", None, 100)
+    assert offsets(pubs) == [8, 9, 10, 11, 12]
+    assert position.offset == 12
+    # Since an offset that history no longer holds: what is left, from the oldest kept.
+    assert offsets((await broker.history("bounded", 2, 100))[0]) == [8, 9, 10, 11, 12]
+    assert offsets((await broker.history("bounded", 9, 2))[0]) == [10, 11]
+
+
+async def test_history_size_zero_keeps_nothing_but_offsets(start_broker: StartBroker) -> None:
+    broker, recorder = await start_broker(history_size=0)
+    await broker.subscribe("none")
+    for n in range(3):
+        await broker.publish("none", n)
+    assert offsets(await recorder.wait_for("none", 3)) == [1, 2, 3]
+    pubs, position = await broker.history("none", None, 10)
+    assert pubs == []
+    assert position.offset == 3
+
+
+async def test_history_of_a_channel_never_published(broker: Broker) -> None:
+    assert await broker.history("empty", None, 10) == ([], StreamPosition(0, ""))
+    assert await broker.history("empty", 0, 10) == ([], StreamPosition(0, ""))
+
+
+async def test_history_expires_after_history_ttl_but_offsets_go_on(
+    start_broker: StartBroker,
+) -> None:
+    broker, _ = await start_broker(history_ttl_s=1)
+    first = await broker.publish("ttl", 1)
+    await broker.publish("ttl", 2)
+    await asyncio.sleep(1.3)
+    pubs, position = await broker.history("ttl", None, 10)
+    assert pubs == []
+    # The epoch outlives the history (meta_ttl_s): offsets continue, so a client holding
+    # offset 2 learns it cannot recover rather than being handed an unrelated offset 1.
+    assert position == StreamPosition(2, first.epoch)
+    assert await broker.publish("ttl", 3) == StreamPosition(3, first.epoch)
+    assert offsets((await broker.history("ttl", None, 10))[0]) == [3]
+
+
+# -- idempotency
+
+
+async def test_a_retried_publish_with_the_same_key_is_not_published_twice(
+    broker: Broker, recorder: Recorder
+) -> None:
+    await broker.subscribe("idem")
+    first = await broker.publish("idem", "once", idempotency_key="k1")
+    again = await broker.publish("idem", "once", idempotency_key="k1")
+    other = await broker.publish("idem", "twice", idempotency_key="k2")
+    plain = await broker.publish("idem", "plain")
+    assert again == first
+    assert [first.offset, other.offset, plain.offset] == [1, 2, 3]
+    assert [p.data for p in await recorder.wait_pubs("idem", 3)] == ["once", "twice", "plain"]
+    await asyncio.sleep(0.1)
+    assert len(recorder.on("idem")) == 3
+    pubs, _ = await broker.history("idem", None, 10)
+    assert [p.data for p in pubs] == ["once", "twice", "plain"]
+
+
+async def test_idempotency_keys_are_per_channel(broker: Broker) -> None:
+    await broker.publish("x", 0)
+    a = await broker.publish("x", 1, idempotency_key="same")
+    b = await broker.publish("y", 1, idempotency_key="same")
+    assert (a.offset, b.offset) == (2, 1)
+
+
+async def test_an_idempotency_key_is_forgotten_after_its_ttl(start_broker: StartBroker) -> None:
+    broker, _ = await start_broker(idempotency_ttl_s=1)
+    first = await broker.publish("forget", "a", idempotency_key="k")
+    await asyncio.sleep(1.6)
+    second = await broker.publish("forget", "a", idempotency_key="k")
+    assert (first.offset, second.offset) == (1, 2)
+
+
+# -- presence
+
+
+async def test_presence_lists_added_clients_with_their_info(broker: Broker) -> None:
+    assert await broker.presence("lobby") == {}
+    await broker.add_presence("lobby", "c1", {"name": "Ann"})
+    await broker.add_presence("lobby", "c2", {})
+    await broker.add_presence("other", "c3", None)
+    assert await broker.presence("lobby") == {"c1": {"name": "Ann"}, "c2": {}}
+    assert await broker.presence("other") == {"c3": None}
+
+
+async def test_presence_is_updated_by_a_second_add(broker: Broker) -> None:
+    await broker.add_presence("lobby", "c1", {"v": 1})
+    await broker.add_presence("lobby", "c1", {"v": 2})
+    assert await broker.presence("lobby") == {"c1": {"v": 2}}
+
+
+async def test_remove_presence_removes_only_that_client_on_that_channel(broker: Broker) -> None:
+    await broker.add_presence("lobby", "c1", {})
+    await broker.add_presence("lobby", "c2", {})
+    await broker.add_presence("hall", "c1", {})
+    await broker.remove_presence("lobby", "c1")
+    assert await broker.presence("lobby") == {"c2": {}}
+    assert await broker.presence("hall") == {"c1": {}}
+    await broker.remove_presence("lobby", "c2")
+    await broker.remove_presence("lobby", "never-there")
+    assert await broker.presence("lobby") == {}
+
+
+async def test_presence_does_not_depend_on_subscriptions_or_publishes(
+    broker: Broker, recorder: Recorder
+) -> None:
+    await broker.add_presence("quiet", "c1", {"x": 1})
+    await broker.subscribe("quiet")
+    await broker.unsubscribe("quiet")
+    assert await broker.presence("quiet") == {"c1": {"x": 1}}
+    assert recorder.on("quiet") == []
+    assert await broker.position("quiet") == StreamPosition(0, "")
+
+
+# -- Redis only: several processes, and a broker that goes away
+
+
+@pytest.fixture
+async def redis_brokers(redis_url: str) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    made: list[Broker] = []
+
+    async def make(**options: Any) -> tuple[Broker, Recorder]:
+        options.setdefault("instance_id", f"contract-{secrets.token_hex(4)}")
+        broker = create_broker(redis_url, BrokerOptions(**options))
+        recorder = Recorder()
+        await broker.start(recorder)
+        made.append(broker)
+        return broker, recorder
+
+    yield make
+    for broker in made:
+        await broker.close()
+
+
+async def test_redis_instances_share_offsets_delivery_history_and_presence(
+    redis_brokers: Callable[..., Awaitable[Any]],
+) -> None:
+    (one, rec_one), (two, rec_two) = await redis_brokers(), await redis_brokers()
+    for broker in (one, two):
+        await broker.subscribe("shared")
+    positions = [await (one if n % 2 else two).publish("shared", n) for n in range(10)]
+    assert [p.offset for p in positions] == list(range(1, 11))
+    assert len({p.epoch for p in positions}) == 1
+    await one.publish_event(Join("shared", "c1", {"on": "one"}))
+    assert (await rec_one.wait_for("shared", 11)) == (await rec_two.wait_for("shared", 11))
+    assert (await one.history("shared", None, 10)) == (await two.history("shared", None, 10))
+    await one.add_presence("shared", "c1", {"on": "one"})
+    await two.add_presence("shared", "c2", {"on": "two"})
+    expected = {"c1": {"on": "one"}, "c2": {"on": "two"}}
+    assert await one.presence("shared") == expected
+    assert await two.presence("shared") == expected
+
+
+async def test_redis_presence_of_a_closed_instance_is_gone(
+    redis_brokers: Callable[..., Awaitable[Any]],
+) -> None:
+    (one, _), (two, _) = await redis_brokers(), await redis_brokers()
+    await one.add_presence("lobby", "c1", {})
+    await two.add_presence("lobby", "c2", {})
+    await one.close()
+    assert await two.presence("lobby") == {"c2": {}}
+
+
+async def test_redis_presence_of_a_silent_instance_expires(
+    redis_brokers: Callable[..., Awaitable[Any]], redis_url: str
+) -> None:
+    """An instance that stops heartbeating (it crashed) loses its entries within five
+    heartbeat intervals; the entries were never removed by anyone."""
+    (alive, _) = await redis_brokers(heartbeat_interval_s=0.2)
+    await alive.add_presence("lobby", "alive-client", {})
+    # A crashed instance: its entries in Redis, its heartbeat stopped a moment ago.
+    import redis.asyncio as aioredis
+
+    from sanic_feeds.brokers.redis import channel_keys
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        now_ms = time.time_ns() // 1_000_000
+        await client.zadd("feeds:instances", {"crashed": now_ms})
+        await client.hset(channel_keys("lobby").presence, "ghost", b'["crashed", {}]')
+        assert await alive.presence("lobby") == {"alive-client": {}, "ghost": {}}
+        started = time.monotonic()
+        while "ghost" in await alive.presence("lobby"):
+            assert time.monotonic() - started < 3, "a dead instance's entry never expired"
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - started > 0.5
+        assert await alive.presence("lobby") == {"alive-client": {}}
+    finally:
+        await client.aclose()
+
+
+async def test_redis_unreachable_at_start_raises_broker_unavailable() -> None:
+    broker = create_broker(f"redis://127.0.0.1:{free_port()}/0", BrokerOptions(instance_id="x"))
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        await broker.start(Recorder())
+    assert time.monotonic() - started < 10
+    await broker.close()
+
+
+async def test_redis_calls_raise_broker_unavailable_when_redis_is_gone(
+    private_redis: RedisServer,
+) -> None:
+    broker = create_broker(private_redis.url, BrokerOptions(instance_id="gone"))
+    await broker.start(Recorder())
+    try:
+        await broker.publish("c", 1)
+        private_redis.kill()
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: broker.publish("c", 2),
+            lambda: broker.publish_event(Join("c", "x", {})),
+            lambda: broker.position("c"),
+            lambda: broker.history("c", None, 10),
+            lambda: broker.add_presence("c", "x", {}),
+            lambda: broker.remove_presence("c", "x"),
+            lambda: broker.presence("c"),
+            lambda: broker.subscribe("c"),
+        ]
+        for call in calls:
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable):
+                await call()
+            assert time.monotonic() - started < 10
+        await asyncio.sleep(0.1)
+        # unsubscribe never raises for a broker that went away.
+        await broker.unsubscribe("c")
+    finally:
+        await broker.close()
+
+
+async def test_redis_reconnects_and_tells_the_handler_to_heal(
+    private_redis_aof: RedisServer,
+) -> None:
+    broker = create_broker(
+        private_redis_aof.url, BrokerOptions(instance_id="heal", heartbeat_interval_s=0.2)
+    )
+    recorder = Recorder()
+    await broker.start(recorder)
+    try:
+        await broker.subscribe("c")
+        await broker.publish("c", 1)
+        await recorder.wait_for("c", 1)
+        private_redis_aof.restart()
+        deadline = time.monotonic() + 15
+        while not (recorder.resubscribed and broker.ready):
+            assert time.monotonic() < deadline, "never resubscribed"
+            await asyncio.sleep(0.05)
+        # The channel is subscribed again, and history outlived the restart (AOF).
+        position = await broker.publish("c", 2)
+        assert position.offset == 2
+        assert offsets(await recorder.wait_for("c", 2)) == [1, 2]
+    finally:
+        await broker.close()
+
+
+async def test_nothing_is_delivered_after_unsubscribe_returns(
+    broker: Broker, recorder: Recorder
+) -> None:
+    await broker.subscribe("burst")
+    await asyncio.gather(*(broker.publish("burst", n) for n in range(200)))
+    await broker.unsubscribe("burst")
+    seen = len(recorder.on("burst"))
+    await asyncio.sleep(0.3)
+    assert len(recorder.on("burst")) == seen
