@@ -520,7 +520,7 @@ async def test_presence_lists_every_subscriber_of_the_channel(
 
     async def emptied() -> bool:
         reply = await asker.command(op="presence", channel=channel, id="poll")
-        return reply["clients"] == {}
+        return bool(reply["clients"] == {})
 
     await wait_until(emptied, what="presence empty once the last subscriber closed")
 
