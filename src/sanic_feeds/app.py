@@ -26,7 +26,8 @@ def configure_logging(settings: Settings) -> None:
 
 
 def create_app(settings: Settings) -> Sanic[Any, Any]:
-    app: Sanic[Any, Any] = Sanic("sanic_feeds")
+    # Sanic logs through our handler, at --log-level, once (its own handlers would print twice).
+    app: Sanic[Any, Any] = Sanic("sanic_feeds", configure_logging=False)
     Feeds(app, settings=settings)
     return app
 

@@ -115,7 +115,12 @@ class Feeds:
             announce_max=self.settings.join_leave_max,
         )
         await self.broker.start(self._hub)
-        log.info("feeds instance %s ready on %s", self.instance_id, _redact(self.settings.broker))
+        log.info(
+            "feeds instance %s serving %s, broker %s",
+            self.instance_id,
+            app.serve_location,
+            _redact(self.settings.broker),
+        )
 
     async def _drain(self, app: Sanic[Any, Any]) -> None:
         # Refuse new upgrades, tell every client to go away (1001), and give

@@ -542,3 +542,16 @@ async def test_serve_help_lists_every_option_with_its_environment_variable() -> 
     ]
     assert missing == []
     assert "--config" in words and "FEEDS_CONFIG)" in words
+
+
+def test_serve_logs_each_line_once_says_where_it_serves_and_honours_log_level(
+    feeds_server_factory: Any,
+) -> None:
+    talkative = feeds_server_factory(args=["--log-level", "info"])
+    assert talkative.stop() == 0
+    log = talkative.log()
+    assert log.count("Starting worker") == 1, log
+    assert f"serving {talkative.url}, broker memory://" in log, log
+    quiet = feeds_server_factory(args=["--log-level", "warning"])
+    assert quiet.stop() == 0
+    assert "INFO" not in quiet.log(), quiet.log()
