@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
@@ -546,32 +547,70 @@ async def test_redis_presence_of_a_closed_instance_is_gone(
     assert await two.presence("lobby") == {"c2": {}}
 
 
-async def test_redis_presence_of_a_silent_instance_expires(
-    redis_brokers: Callable[..., Awaitable[Any]], redis_url: str
-) -> None:
-    """An instance that stops heartbeating (it crashed) loses its entries within five
-    heartbeat intervals; the entries were never removed by anyone."""
-    (alive, _) = await redis_brokers(heartbeat_interval_s=0.2)
-    await alive.add_presence("lobby", "alive-client", {})
-    # A crashed instance: its entries in Redis, its heartbeat stopped a moment ago.
+@pytest.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[Any]:
+    """A plain client, to play an instance that is not this process."""
     import redis.asyncio as aioredis
 
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _fake_instance(raw_redis: Any, instance: str, heard_s_ago: float, *clients: str) -> None:
+    """Presence entries of ``instance`` on "lobby", which last heartbeat ``heard_s_ago``."""
     from sanic_feeds.brokers.redis import channel_keys
 
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        now_ms = time.time_ns() // 1_000_000
-        await client.zadd("feeds:instances", {"crashed": now_ms})
-        await client.hset(channel_keys("lobby").presence, "ghost", b'["crashed", {}]')
-        assert await alive.presence("lobby") == {"alive-client": {}, "ghost": {}}
-        started = time.monotonic()
-        while "ghost" in await alive.presence("lobby"):
-            assert time.monotonic() - started < 3, "a dead instance's entry never expired"
-            await asyncio.sleep(0.05)
-        assert time.monotonic() - started > 0.5
-        assert await alive.presence("lobby") == {"alive-client": {}}
-    finally:
-        await client.aclose()
+    heard_ms = time.time_ns() // 1_000_000 - int(heard_s_ago * 1000)
+    await raw_redis.zadd("feeds:instances", {instance: heard_ms})
+    for client in clients:
+        entry = orjson.dumps([instance, {"on": instance}])
+        await raw_redis.hset(channel_keys("lobby").presence, client, entry)
+
+
+async def test_redis_presence_of_a_silent_instance_expires(
+    redis_brokers: Callable[..., Awaitable[Any]], raw_redis: Any
+) -> None:
+    """An instance that stops heartbeating (it crashed) is no longer listed within five
+    heartbeat intervals; nobody ever removed its entries."""
+    (alive, _) = await redis_brokers(heartbeat_interval_s=0.2)
+    await alive.add_presence("lobby", "alive-client", {})
+    await _fake_instance(raw_redis, "crashed", 0, "ghost")
+    assert await alive.presence("lobby") == {"alive-client": {}, "ghost": {"on": "crashed"}}
+    started = time.monotonic()
+    while "ghost" in await alive.presence("lobby"):
+        assert time.monotonic() - started < 3, "a dead instance's entry never expired"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - started > 0.5
+    assert await alive.presence("lobby") == {"alive-client": {}}
+
+
+async def test_redis_presence_of_an_instance_silent_for_a_while_comes_back(
+    redis_brokers: Callable[..., Awaitable[Any]], raw_redis: Any
+) -> None:
+    """Silent for longer than the expiry (stopped, overloaded, cut off from Redis), then
+    heartbeating again with its clients still connected: listed again. (Its entries were
+    once deleted by the first read in between, for good.)"""
+    (reader, _) = await redis_brokers(heartbeat_interval_s=0.2)
+    await _fake_instance(raw_redis, "paused", 2.0, "sleeper")
+    assert await reader.presence("lobby") == {}
+    await _fake_instance(raw_redis, "paused", 0)
+    assert await reader.presence("lobby") == {"sleeper": {"on": "paused"}}
+
+
+async def test_redis_presence_entries_of_an_instance_gone_for_long_are_deleted(
+    redis_brokers: Callable[..., Awaitable[Any]], raw_redis: Any
+) -> None:
+    from sanic_feeds.brokers.redis import channel_keys
+
+    (reader, _) = await redis_brokers(heartbeat_interval_s=0.2)
+    await _fake_instance(raw_redis, "long-gone", 61.0, "old")
+    await raw_redis.hset(channel_keys("lobby").presence, "orphan", b'["never-heard", {}]')
+    await _fake_instance(raw_redis, "silent", 2.0, "quiet")
+    assert await reader.presence("lobby") == {}
+    # Deleted: an instance silent past the grace, and one never heard of (it closed).
+    # Kept: one silent for a little while, which may yet come back.
+    assert set(await raw_redis.hkeys(channel_keys("lobby").presence)) == {b"quiet"}
 
 
 async def test_redis_unreachable_at_start_raises_broker_unavailable() -> None:

@@ -289,30 +289,42 @@ class RedisBroker:
 
     async def presence(self, channel: str) -> dict[str, Any]:
         key = channel_keys(channel).presence
-        alive_since_ms = now_ms() - int(self._instance_expiry_s * 1000)
+        now = now_ms()
+        alive_since_ms = now - int(self._instance_expiry_s * 1000)
+        gone_before_ms = now - int(self._instance_gone_s * 1000)
         with _unavailable():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(key)
-                pipe.zrangebyscore(_INSTANCES_KEY, alive_since_ms, "+inf")
-                entries, alive = await pipe.execute()
-            live_instances = {instance.decode() for instance in alive}
+                pipe.zrangebyscore(_INSTANCES_KEY, gone_before_ms, "+inf", withscores=True)
+                entries, heard = await pipe.execute()
+            last_heard_ms = {instance.decode(): score for instance, score in heard}
             present: dict[str, Any] = {}
-            dead: list[bytes] = []
+            gone: list[bytes] = []
             for client, entry in entries.items():
                 instance, info = orjson.loads(entry)
-                if instance in live_instances:
+                heard_ms = last_heard_ms.get(instance)
+                if heard_ms is None:
+                    gone.append(client)
+                elif heard_ms >= alive_since_ms:
                     present[client.decode()] = info
-                else:
-                    dead.append(client)
-            if dead:
-                # Entries of an instance that stopped heartbeating (crashed):
+                # else: silent for a while (crashed, or stopped, overloaded, cut off
+                # from Redis): not listed, but kept, in case it comes back with its
+                # clients still connected.
+            if gone:
+                # Entries of an instance silent for long (it crashed) or closed:
                 # nobody else would ever remove them.
-                await self._redis.hdel(key, *dead)
+                await self._redis.hdel(key, *gone)
         return present
 
     @property
     def _instance_expiry_s(self) -> float:
+        """Silent this long, an instance is not counted (its clients are not listed)."""
         return 5 * self._options.heartbeat_interval_s
+
+    @property
+    def _instance_gone_s(self) -> float:
+        """Silent this long, an instance is gone for good (its entries are deleted)."""
+        return max(60.0, 60 * self._options.heartbeat_interval_s)
 
     # -- the reader
 
