@@ -37,6 +37,7 @@ from ..protocol import (
     now_ms,
 )
 from .base import BrokerHandler, BrokerOptions
+from .script_batch import ScriptBatcher
 
 __all__ = ["RedisBroker", "channel_keys"]
 
@@ -115,8 +116,8 @@ class RedisBroker:
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
         )
-        self._publish_script = self._redis.register_script(
-            files(__package__).joinpath("lua/publish.lua").read_text()
+        self._publish_script = ScriptBatcher(
+            self._redis, files(__package__).joinpath("lua/publish.lua").read_text()
         )
         self._handler: BrokerHandler | None = None
         #: Channels this process wants delivered (the hub reference-counts).
@@ -141,6 +142,7 @@ class RedisBroker:
         self._handler = handler
         with _unavailable():
             await asyncio.wait_for(self._redis.ping(), _CONNECT_TIMEOUT_S * 2)
+            await self._publish_script.load()
         self._reader_task = asyncio.create_task(self._read_forever(), name="feeds-redis-reader")
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat_forever(), name="feeds-redis-heartbeat"
@@ -159,6 +161,7 @@ class RedisBroker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._heartbeat_task = self._reader_task = None
+        await self._publish_script.close()
         # Closed: no longer hearing anything (``ready`` turns false).
         self._pubsub = None
         self._connected.clear()
@@ -232,8 +235,7 @@ class RedisBroker:
         if idempotency_key is not None:
             script_keys.append(keys.idempotency(idempotency_key))
             script_args.append(options.idempotency_ttl_s)
-        with _unavailable():
-            offset, epoch = await self._publish_script(keys=script_keys, args=script_args)
+        offset, epoch = await self._publish_script(script_keys, script_args)
         return StreamPosition(int(offset), epoch.decode())
 
     async def publish_event(self, event: Event) -> None:

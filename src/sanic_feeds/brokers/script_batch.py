@@ -1,0 +1,105 @@
+"""Runs the calls of one Lua script made during one loop iteration in one round trip.
+
+Many clients publishing at once each call the publish script; one at a time,
+every call pays redis-py's per-command machinery and its own round trip. Here
+calls queue, and one pipeline of EVALSHA carries everything queued since the
+previous pipeline left, so under load the batches grow by themselves and
+with a single caller nothing waits. One pipeline is in flight at a time,
+which keeps the calls in the order they were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from ..errors import BrokerUnavailable
+
+__all__ = ["ScriptBatcher"]
+
+_Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+
+
+class ScriptBatcher:
+    def __init__(self, redis: Redis, source: str) -> None:
+        self._redis = redis
+        self._source = source
+        self._sha = hashlib.sha1(source.encode()).hexdigest()
+        self._queued: list[_Call] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        """Load the script now, so that the first calls do not fail over to loading it."""
+        await self._redis.script_load(self._source)
+
+    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """The script's reply; ``BrokerUnavailable`` when Redis cannot be reached."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((keys, args, reply))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_batches(), name="feeds-publish-batch")
+        return await reply
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        for _, _, reply in self._queued:
+            if not reply.done():
+                reply.set_exception(BrokerUnavailable("broker unavailable: closing"))
+        self._queued.clear()
+
+    async def _send_batches(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    await self._run(batch)
+                except BaseException as exc:
+                    failure = _as_unavailable(exc)
+                    for _, _, reply in batch:
+                        if not reply.done():
+                            reply.set_exception(failure)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+        finally:
+            self._sender = None
+
+    async def _run(self, batch: list[_Call]) -> None:
+        replies = await self._pipeline(batch)
+        unknown = [call for call, reply in zip(batch, replies, strict=True) if _no_script(reply)]
+        if unknown:
+            # Redis restarted or flushed its scripts: nothing of those calls ran.
+            await self._redis.script_load(self._source)
+            retried = iter(await self._pipeline(unknown))
+            replies = [next(retried) if _no_script(reply) else reply for reply in replies]
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(_as_unavailable(reply))
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args, _ in calls:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+def _as_unavailable(exc: BaseException) -> BrokerUnavailable:
+    if isinstance(exc, BrokerUnavailable):
+        return exc
+    if isinstance(exc, RedisError | OSError | TimeoutError):
+        return BrokerUnavailable(f"broker unavailable: {exc}")
+    return BrokerUnavailable(f"broker unavailable: {type(exc).__name__}: {exc}")

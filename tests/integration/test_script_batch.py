@@ -1,0 +1,78 @@
+"""The Redis broker's batched publish script: concurrent publishes share round trips, keep
+the order they were made in, and survive Redis forgetting the script."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
+
+
+class _Ignore:
+    def on_event(self, event: object) -> None: ...
+
+    def on_resubscribed(self) -> None: ...
+
+
+@pytest.fixture
+async def broker(redis_url: str) -> AsyncIterator[Broker]:
+    broker = create_broker(redis_url, BrokerOptions(history_size=1000))
+    await broker.start(_Ignore())
+    try:
+        yield broker
+    finally:
+        await broker.close()
+
+
+async def _evalsha_calls(admin: aioredis.Redis) -> int:
+    stats = await admin.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_concurrent_publishes_keep_the_order_they_were_made_in(
+    broker: Broker, redis_url: str
+) -> None:
+    admin = aioredis.from_url(redis_url)
+    try:
+        await admin.config_resetstat()
+        positions = await asyncio.gather(*(broker.publish("burst", n) for n in range(300)))
+        assert [p.offset for p in positions] == list(range(1, 301))
+        history, _ = await broker.history("burst", since=0, limit=1000)
+        assert [pub.data for pub in history] == list(range(300))
+        # One EVALSHA per publish, however they were batched: none ran twice.
+        assert await _evalsha_calls(admin) == 300
+    finally:
+        await admin.aclose()
+
+
+async def test_a_flushed_script_is_loaded_again_and_nothing_runs_twice(
+    broker: Broker, redis_url: str
+) -> None:
+    await broker.publish("kept", "before")
+    admin = aioredis.from_url(redis_url)
+    try:
+        await admin.script_flush()
+        positions = await asyncio.gather(*(broker.publish("kept", n) for n in range(20)))
+    finally:
+        await admin.aclose()
+    assert [p.offset for p in positions] == list(range(2, 22))
+    history, _ = await broker.history("kept", since=0, limit=100)
+    assert [pub.data for pub in history] == ["before", *range(20)]
+
+
+async def test_a_publish_cancelled_while_queued_does_not_disturb_the_others(
+    broker: Broker,
+) -> None:
+    first = asyncio.create_task(broker.publish("mixed", "first"))
+    dropped = asyncio.create_task(broker.publish("mixed", "dropped"))
+    last = asyncio.create_task(broker.publish("mixed", "last"))
+    await asyncio.sleep(0)
+    dropped.cancel()
+    assert (await first).offset == 1
+    assert (await last).offset in (2, 3)
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
