@@ -4,14 +4,19 @@ explicit ``recovered: false``; never partial."""
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support.ws import open_feed, publish_http, recv_event, recv_messages, wait_until
+from tests.support.ws import (
+    open_feed,
+    publish_http,
+    ready_is,
+    recv_event,
+    recv_messages,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +146,7 @@ async def test_after_redis_restarted_without_persistence_recovery_is_refused(
     await subscriber.close()
 
     private_redis.restart()
-    await wait_until(lambda: _ready(server.url), what="/ready back after the restart")
+    await wait_until(lambda: ready_is(server, 200), what="/ready back after the restart")
     status, body = await publish_http(server.url, "volatile", "after")
     assert status == 200, body
     assert body["epoch"] != epoch
@@ -152,14 +157,3 @@ async def test_after_redis_restarted_without_persistence_recovery_is_refused(
         assert (subscribed["offset"], subscribed["epoch"]) == (1, body["epoch"])
     finally:
         await back.close()
-
-
-async def _ready(base_url: str) -> bool:
-    def get() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base_url}/ready", timeout=2) as reply:
-                return bool(reply.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    return await asyncio.to_thread(get)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -18,7 +16,14 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
 
 from tests.support.tcp_proxy import RedisProxy
-from tests.support.ws import open_feed, publish_http, recv_event, recv_messages, wait_until
+from tests.support.ws import (
+    open_feed,
+    publish_http,
+    ready_is,
+    recv_event,
+    recv_messages,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -172,8 +177,8 @@ async def test_a_deaf_pubsub_connection_turns_ready_false_then_reconnects_and_he
         for n in range(40):
             status, body = await publish_http(publishing.url, CHANNEL, n)
             assert status == 200, body
-        await wait_until(lambda: _ready_status(deafened.url) == 503, 15, "/ready turns 503")
-        await wait_until(lambda: _ready_status(deafened.url) == 200, 15, "/ready back")
+        await wait_until(lambda: ready_is(deafened, 503), 15, "/ready turns 503")
+        await wait_until(lambda: ready_is(deafened, 200), 15, "/ready back")
         await publish_http(publishing.url, CHANNEL, "after")
         messages = await recv_messages(subscriber, 42)
         assert [m["offset"] for m in messages] == list(range(1, 43))
@@ -181,13 +186,3 @@ async def test_a_deaf_pubsub_connection_turns_ready_false_then_reconnects_and_he
         assert "went deaf" in deafened.log()
     finally:
         await proxy.close()
-
-
-def _ready_status(base_url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(f"{base_url}/ready", timeout=2) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None

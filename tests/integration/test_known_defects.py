@@ -19,6 +19,7 @@ from tests.support.ws import (
     close_code,
     open_feed,
     publish_http,
+    ready_is,
     recv_event,
     recv_messages,
     wait_until,
@@ -184,7 +185,7 @@ async def test_defect6_redis_restart_without_persistence_never_leaves_a_dead_fee
     await recv_messages(subscriber, 1)
 
     private_redis.kill()
-    await wait_until(lambda: _ready_status(server.url, 503), what="/ready turns 503")
+    await wait_until(lambda: ready_is(server, 503), what="/ready turns 503")
     status, body = await publish_http(server.url, "live", "during")
     assert (status, body["code"]) == (503, "unavailable")
     await subscriber.send("from a client during the outage")
@@ -192,7 +193,7 @@ async def test_defect6_redis_restart_without_persistence_never_leaves_a_dead_fee
     assert (error["type"], error["code"]) == ("error", "unavailable")
 
     private_redis.restart()
-    await wait_until(lambda: _ready_status(server.url, 200), what="/ready turns 200")
+    await wait_until(lambda: ready_is(server, 200), what="/ready turns 200")
     # History was lost with the restart: the client is told to resubscribe
     # (1013) rather than left on a feed that silently skipped messages.
     assert await close_code(subscriber) == 1013
@@ -213,7 +214,7 @@ async def test_defect6_redis_restart_with_persistence_heals_without_a_gap(
         await publish_http(publisher.url, "kept", n)
     private_redis_aof.restart()
     for instance in (server, publisher):
-        await wait_until(lambda i=instance: _ready_status(i.url, 200), what="/ready back")
+        await wait_until(lambda i=instance: ready_is(i, 200), what="/ready back")
     for n in range(5, 10):
         status, body = await publish_http(publisher.url, "kept", n)
         assert status == 200, body
@@ -221,17 +222,3 @@ async def test_defect6_redis_restart_with_persistence_heals_without_a_gap(
     assert [m["data"] for m in messages] == list(range(10))
     assert [m["offset"] for m in messages] == list(range(1, 11))
     await subscriber.close()
-
-
-async def _ready_status(base_url: str, expected: int) -> bool:
-    import urllib.error
-    import urllib.request
-
-    def get() -> int:
-        try:
-            with urllib.request.urlopen(f"{base_url}/ready", timeout=5) as reply:
-                return int(reply.status)
-        except urllib.error.HTTPError as error:
-            return error.code
-
-    return await asyncio.to_thread(get) == expected

@@ -15,21 +15,16 @@ import pytest
 from sanic_feeds import BrokerUnavailable, PublishBufferFull, Publisher
 from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
 from sanic_feeds.errors import BadRequest
+from tests.support.brokers import IgnoreDeliveries
 from tests.support.feeds_server import free_port
 from tests.support.tcp_proxy import RedisProxy
-
-
-class _Ignore:
-    def on_event(self, event: object) -> None: ...
-
-    def on_resubscribed(self) -> None: ...
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
     broker = create_broker(url, BrokerOptions(history_size=1000))
-    await broker.start(_Ignore())
+    await broker.start(IgnoreDeliveries())
     try:
         yield broker
     finally:
@@ -69,7 +64,7 @@ async def test_a_lost_reply_is_retried_without_a_duplicate(redis_server: Any) ->
         assert proxy.replies_lost == 1
         assert position.offset == 2
         reader = create_broker(redis_server.url)
-        await reader.start(_Ignore())
+        await reader.start(IgnoreDeliveries())
         try:
             assert await _history_data(reader, "orders") == ["warm-up", "the one"]
         finally:
@@ -100,7 +95,7 @@ async def test_a_worker_publishing_through_a_redis_restart_loses_and_duplicates_
 
     assert offsets == list(range(1, total + 1))
     reader = create_broker(private_redis_aof.url, BrokerOptions(history_size=1000))
-    await reader.start(_Ignore())
+    await reader.start(IgnoreDeliveries())
     try:
         assert await _history_data(reader, "work") == list(range(total))
     finally:
@@ -154,7 +149,7 @@ async def test_bad_input_is_refused_before_anything_is_queued(redis_url: str) ->
 async def test_closing_a_broker_leaves_no_task_and_no_open_socket_behind(redis_url: str) -> None:
     before = asyncio.all_tasks()
     broker = create_broker(redis_url)
-    await broker.start(_Ignore())
+    await broker.start(IgnoreDeliveries())
     await broker.subscribe("news")
     await broker.close()
     await asyncio.sleep(0.05)

@@ -10,18 +10,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
-
-
-class _Ignore:
-    def on_event(self, event: object) -> None: ...
-
-    def on_resubscribed(self) -> None: ...
+from tests.support.brokers import IgnoreDeliveries
 
 
 @pytest.fixture
 async def broker(redis_url: str) -> AsyncIterator[Broker]:
     broker = create_broker(redis_url, BrokerOptions(history_size=1000))
-    await broker.start(_Ignore())
+    await broker.start(IgnoreDeliveries())
     try:
         yield broker
     finally:

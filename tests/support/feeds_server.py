@@ -125,7 +125,7 @@ class FeedsServer:
                     f"sanic-feeds serve on port {self.port} exited with status {code} before "
                     f"it was ready:\n{self.log_tail()}"
                 )
-            if self._ready_status() == 200:
+            if self.ready_status() == 200:
                 return
             if time.monotonic() > deadline:
                 self.kill()
@@ -152,7 +152,8 @@ class FeedsServer:
             f"sanic-feeds serve: no free port after {_START_ATTEMPTS} attempts:\n{self.log_tail()}"
         )
 
-    def _ready_status(self) -> int | None:
+    def ready_status(self) -> int | None:
+        """The status of ``GET /ready`` (None if nothing answers)."""
         try:
             with _no_proxy.open(f"{self.url}/ready", timeout=2) as reply:
                 status: int = reply.status

@@ -16,6 +16,7 @@ __all__ = [
     "close_code",
     "open_feed",
     "publish_http",
+    "ready_is",
     "recv_event",
     "recv_messages",
     "wait_until",
@@ -95,6 +96,12 @@ async def publish_http(
             return error.code, orjson.loads(error.read())
 
     return await asyncio.to_thread(post)
+
+
+async def ready_is(server: Any, status: int) -> bool:
+    """Whether ``GET /ready`` of a ``FeedsServer`` answers ``status`` (asked from a thread,
+    so that the event loop runs on meanwhile)."""
+    return bool(await asyncio.to_thread(server.ready_status) == status)
 
 
 async def wait_until(condition: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
