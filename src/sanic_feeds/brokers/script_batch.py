@@ -11,6 +11,7 @@ which keeps the calls in the order they were made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -46,8 +47,11 @@ class ScriptBatcher:
         return await reply
 
     async def close(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
+        sender = self._sender
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
         for _, _, reply in self._queued:
             if not reply.done():
                 reply.set_exception(BrokerUnavailable("broker unavailable: closing"))
