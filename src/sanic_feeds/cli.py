@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -258,6 +259,8 @@ async def _print_events(base_url: str, channel: str, count: int) -> int:
                 messages += 1
                 if count and messages >= count:
                     return 0
+    except BrokenPipeError:
+        raise  # our stdout, not the server: main() handles it
     except ConnectionError as exc:
         _fail(f"the connection to {client.url} ended: {exc}")
     finally:
@@ -286,7 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _run(build_parser().parse_args(argv))
+    except BrokenPipeError:
+        # Whoever read our output went away (`| head`): stop quietly, and keep Python's
+        # final flush from raising again (the recipe of the `signal` module's docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "publish":

@@ -555,3 +555,36 @@ def test_serve_logs_each_line_once_says_where_it_serves_and_honours_log_level(
     quiet = feeds_server_factory(args=["--log-level", "warning"])
     assert quiet.stop() == 0
     assert "INFO" not in quiet.log(), quiet.log()
+
+
+async def test_subscribe_into_a_pipe_whose_reader_went_away_exits_quietly(
+    feeds_server_factory: Any,
+) -> None:
+    """``sanic-feeds subscribe news | head -1``: no traceback once ``head`` has gone."""
+    server = feeds_server_factory()
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sanic_feeds", "subscribe", "news", "--url", server.ws_url,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )  # fmt: skip
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as reader:
+            first = await asyncio.to_thread(reader.readline)
+        assert orjson.loads(first)["type"] == "subscribed"
+        for _ in range(100):
+            await publish_http(server.url, "news", "x" * 1000)
+            if proc.returncode is not None:
+                break
+        assert proc.stderr is not None
+        err = (await asyncio.wait_for(proc.stderr.read(), 15)).decode()
+        status = await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert status == 1
+    assert err == "", err
