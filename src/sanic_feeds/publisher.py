@@ -58,6 +58,8 @@ class _Pending:
     idempotency_key: str
     give_up_at_s: float
     accepted: asyncio.Future[StreamPosition] = field(repr=False)
+    #: Set once the sender is done with it; unlike ``accepted``, no caller can cancel it.
+    finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
 class Publisher:
@@ -97,11 +99,14 @@ class Publisher:
             )
         if retry_buffer < 0:
             raise ValueError("retry_buffer must be 0 (no retries) or more")
-        if retry_for_s <= 0:
-            raise ValueError("retry_for_s must be positive")
-        self._broker: Broker = create_broker(
-            url, BrokerOptions(history_size=history_size, history_ttl_s=history_ttl_s)
-        )
+        options = BrokerOptions(history_size=history_size, history_ttl_s=history_ttl_s)
+        if not 0 < retry_for_s <= options.idempotency_ttl_s:
+            # Past the key's lifetime, a retry after a lost reply could publish twice.
+            raise ValueError(
+                f"retry_for_s must be positive and at most {options.idempotency_ttl_s} "
+                "(how long Redis remembers an idempotency key)"
+            )
+        self._broker: Broker = create_broker(url, options)
         self._retry_buffer = retry_buffer
         self._retry_for_s = retry_for_s
         self._pending: deque[_Pending] = deque()
@@ -184,7 +189,7 @@ class Publisher:
     async def flush(self) -> None:
         """Wait until every buffered publication was accepted or given up."""
         while self._pending:
-            await asyncio.wait([self._pending[-1].accepted])
+            await self._pending[-1].finished.wait()
 
     async def close(self) -> None:
         """Drain the buffer (each publication within its ``retry_for_s``), then disconnect."""
@@ -209,7 +214,11 @@ class Publisher:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            await self._send(self._pending[0])
+            item = self._pending[0]
+            try:
+                await self._send(item)
+            finally:
+                item.finished.set()
             self._pending.popleft()
             self._room.set()
 
@@ -217,6 +226,11 @@ class Publisher:
         """Publish ``item``, retrying while the broker is away, until its deadline."""
         backoff_s = _BACKOFF_MIN_S
         while True:
+            if time.monotonic() >= item.give_up_at_s:
+                # It waited its whole retry_for_s behind others: give up without an attempt,
+                # which against an unreachable Redis would cost seconds more.
+                self._give_up(item, BrokerUnavailable("broker unavailable: retry_for_s elapsed"))
+                return
             try:
                 position = await self._broker.publish(
                     item.channel, item.data, idempotency_key=item.idempotency_key
@@ -224,9 +238,7 @@ class Publisher:
             except BrokerUnavailable as exc:
                 remaining_s = item.give_up_at_s - time.monotonic()
                 if remaining_s <= 0:
-                    log.warning("gave up publishing on %r: %s", item.channel, exc)
-                    if not item.accepted.done():
-                        item.accepted.set_exception(exc)
+                    self._give_up(item, exc)
                     return
                 # Full jitter: many workers coming back at once do not stampede Redis.
                 await asyncio.sleep(min(remaining_s, random.uniform(0, backoff_s)))
@@ -240,3 +252,9 @@ class Publisher:
             if not item.accepted.done():
                 item.accepted.set_result(position)
             return
+
+    @staticmethod
+    def _give_up(item: _Pending, exc: BrokerUnavailable) -> None:
+        log.warning("gave up publishing on %r: %s", item.channel, exc)
+        if not item.accepted.done():
+            item.accepted.set_exception(exc)

@@ -144,6 +144,25 @@ async def test_bad_input_is_refused_before_anything_is_queued(redis_url: str) ->
         Publisher("memory://")
     with pytest.raises(ValueError, match="retry_buffer"):
         Publisher(f"redis://127.0.0.1:{free_port()}/0", retry_buffer=-1)
+    with pytest.raises(ValueError, match="idempotency key"):
+        Publisher(redis_url, retry_buffer=5, retry_for_s=301)
+
+
+async def test_closing_while_a_cancelled_publish_waits_does_not_spin(
+    private_redis: Any,
+) -> None:
+    """A caller that gave up on its publish (wait_for) leaves it queued; close() waits for
+    it to be given up, asleep, not polling."""
+    pub = Publisher(private_redis.url, retry_buffer=5, retry_for_s=1.0)
+    await pub.__aenter__()
+    private_redis.kill()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(pub.publish("news", 1), 0.1)
+    wall, cpu = time.monotonic(), time.process_time()
+    await asyncio.wait_for(pub.close(), 20)
+    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+    assert wall > 0.5
+    assert cpu < wall / 2, (cpu, wall)
 
 
 async def test_closing_a_broker_leaves_no_task_and_no_open_socket_behind(redis_url: str) -> None:

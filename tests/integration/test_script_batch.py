@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
+from sanic_feeds.errors import BrokerUnavailable
 from tests.support.brokers import IgnoreDeliveries
 
 
@@ -71,3 +72,11 @@ async def test_a_publish_cancelled_while_queued_does_not_disturb_the_others(
     assert (await last).offset in (2, 3)
     with pytest.raises(asyncio.CancelledError):
         await dropped
+
+
+async def test_publishing_on_a_closed_broker_fails_at_once(redis_url: str) -> None:
+    broker = create_broker(redis_url)
+    await broker.start(IgnoreDeliveries())
+    await broker.close()
+    with pytest.raises(BrokerUnavailable):
+        await asyncio.wait_for(broker.publish("late", 1), 5)

@@ -33,6 +33,7 @@ class ScriptBatcher:
         self._sha = hashlib.sha1(source.encode()).hexdigest()
         self._queued: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def load(self) -> None:
         """Load the script now, so that the first calls do not fail over to loading it."""
@@ -40,6 +41,8 @@ class ScriptBatcher:
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply; ``BrokerUnavailable`` when Redis cannot be reached."""
+        if self._closed:
+            raise BrokerUnavailable("broker unavailable: closed")
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((keys, args, reply))
         if self._sender is None:
@@ -47,7 +50,8 @@ class ScriptBatcher:
         return await reply
 
     async def close(self) -> None:
-        sender = self._sender
+        self._closed = True
+        sender, self._sender = self._sender, None
         if sender is not None:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -71,23 +75,18 @@ class ScriptBatcher:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
         finally:
-            self._sender = None
+            if self._sender is asyncio.current_task():
+                self._sender = None
 
     async def _run(self, batch: list[_Call]) -> None:
         replies = await self._pipeline(batch)
         unknown = [call for call, reply in zip(batch, replies, strict=True) if _no_script(reply)]
+        # What ran is answered now, whatever happens to the rest.
+        _answer([(c, r) for c, r in zip(batch, replies, strict=True) if not _no_script(r)])
         if unknown:
             # Redis restarted or flushed its scripts: nothing of those calls ran.
             await self._redis.script_load(self._source)
-            retried = iter(await self._pipeline(unknown))
-            replies = [next(retried) if _no_script(reply) else reply for reply in replies]
-        for (_, _, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(_as_unavailable(reply))
-            else:
-                future.set_result(reply)
+            _answer(list(zip(unknown, await self._pipeline(unknown), strict=True)))
 
     async def _pipeline(self, calls: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -97,13 +96,24 @@ class ScriptBatcher:
         return replies
 
 
+def _answer(calls_and_replies: list[tuple[_Call, Any]]) -> None:
+    for (_, _, future), reply in calls_and_replies:
+        if future.done():
+            continue
+        if isinstance(reply, Exception):
+            future.set_exception(_as_unavailable(reply))
+        else:
+            future.set_result(reply)
+
+
 def _no_script(reply: Any) -> bool:
     return isinstance(reply, NoScriptError)
 
 
-def _as_unavailable(exc: BaseException) -> BrokerUnavailable:
-    if isinstance(exc, BrokerUnavailable):
-        return exc
+def _as_unavailable(exc: BaseException) -> BaseException:
+    """Redis failing is ``BrokerUnavailable``; anything else (a bug) stays what it is."""
     if isinstance(exc, RedisError | OSError | TimeoutError):
         return BrokerUnavailable(f"broker unavailable: {exc}")
-    return BrokerUnavailable(f"broker unavailable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncio.CancelledError):
+        return BrokerUnavailable("broker unavailable: closing")
+    return exc
