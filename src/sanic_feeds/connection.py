@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from sanic.exceptions import WebsocketClosed
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
-from websockets.server import ServerProtocol
-
 from .errors import CloseCode, ErrorCode
-from .outbox import Flusher, Outbox, WritableProtocol
+from .outbox import Flusher, Outbox, Session, WritableProtocol
 from .protocol import WireFormat, encode_error, text_frame
 from .ratelimit import RateLimiter
 
@@ -20,15 +16,17 @@ __all__ = ["Connection", "WebSocket", "new_client_id"]
 
 
 class WebSocket(Protocol):
-    """The slice of Sanic's ``WebsocketImplProtocol`` a connection uses."""
+    """What a connection needs of its socket (:class:`~.websocket.ServerWebSocket`)."""
 
-    io_proto: WritableProtocol | None
-    ws_proto: ServerProtocol
-    connection_lost_waiter: asyncio.Future[None] | None
+    @property
+    def io_proto(self) -> WritableProtocol | None: ...
+
+    @property
+    def ws_proto(self) -> Session: ...
 
     async def recv(self) -> str | bytes | None: ...
 
-    def fail_connection(self, code: int = 1006, reason: str = "") -> bool: ...
+    def fail_connection(self, code: int = 1011, reason: str = "") -> bool: ...
 
 
 def new_client_id() -> str:
@@ -43,8 +41,6 @@ class Connection:
     """
 
     __slots__ = (
-        "_interrupted",
-        "_receiving",
         "channels",
         "closed",
         "id",
@@ -77,15 +73,8 @@ class Connection:
         #: Channels this connection is subscribed to.
         self.channels: set[str] = set()
         self.closed = False
-        #: The handler task, interrupted when the connection ends while it
-        #: waits for a frame that would never come.
+        #: The handler task, which the server waits for when it drains.
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
-        self._receiving = False
-        self._interrupted = False
-        if ws.connection_lost_waiter is not None:
-            # Sanic's recv() is not woken when the TCP connection drops
-            # without a close frame; this is what wakes it.
-            ws.connection_lost_waiter.add_done_callback(lambda _: self._interrupt_receive())
         self.outbox = Outbox(
             ws.io_proto,
             flusher,
@@ -96,32 +85,10 @@ class Connection:
             session=ws.ws_proto,
         )
 
-    async def receive(self) -> str | bytes | None:
+    def receive(self) -> Awaitable[str | bytes | None]:
         """The next frame from the client, or None once the connection is over."""
-        if self.closed or self.ws.ws_proto.state is not State.OPEN:
-            return None
-        self._receiving = True
-        try:
-            return await self.ws.recv()
-        except (ConnectionClosed, WebsocketClosed):
-            return None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._interrupted and task is not None:
-                self._interrupted = False
-                task.uncancel()
-                return None
-            if task is not None and task.cancelling():
-                raise  # a real cancellation: the server is stopping
-            return None  # how Sanic's recv() reports a close frame from the client
-        finally:
-            self._receiving = False
-
-    def _interrupt_receive(self) -> None:
-        task = self.task
-        if self._receiving and task is not None and not task.done() and not self._interrupted:
-            self._interrupted = True
-            task.cancel()
+        # Returns the socket's own coroutine: no frame of ours waits with it.
+        return self.ws.recv()
 
     def send(self, payload: bytes) -> None:
         """Queue one text frame; never waits."""
@@ -140,6 +107,5 @@ class Connection:
         if not self.outbox.closed:
             self.outbox.flush()
             self.outbox.close()
+        # Wakes the handler's receive() too.
         self.ws.fail_connection(int(code), reason)
-        if self.task is not asyncio.current_task():
-            self._interrupt_receive()

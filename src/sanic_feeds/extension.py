@@ -11,11 +11,12 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
+from websockets.http11 import Response as WSResponse
 
 from .api import error_response, register_api
 from .brokers import BrokerOptions, create_broker
@@ -29,6 +30,7 @@ from .outbox import Flusher
 from .protocol import Join, Leave, StreamPosition
 from .ratelimit import RateLimiter
 from .settings import Settings
+from .websocket import IOProtocol, Keepalive, ServerWebSocket, accept
 
 __all__ = ["Feeds"]
 
@@ -70,6 +72,8 @@ class Feeds:
             ),
         )
         self._hub: Hub | None = None
+        #: Pings every connection of the process; None when --ping-interval is 0.
+        self._keepalive: Keepalive | None = None
         self._app: Sanic[Any, Any] | None = None
         #: Open WebSocket connections of this process.
         self.connections: set[Connection] = set()
@@ -88,13 +92,25 @@ class Feeds:
         settings = self.settings
         self._app = app
         app.ctx.feeds = self
-        app.config.WEBSOCKET_MAX_SIZE = settings.max_message_bytes
-        app.config.WEBSOCKET_PING_INTERVAL = settings.ping_interval_s or None
-        app.config.WEBSOCKET_PING_TIMEOUT = settings.ping_timeout_s or None
         app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.drain_timeout_s
+        # The feed endpoints upgrade the connection themselves (websocket.py),
+        # on the protocol Sanic uses for WebSocket apps, which forwards the
+        # upgraded connection's bytes to whatever it holds as its websocket.
+        app.enable_websocket()
         bp = Blueprint("feeds", url_prefix=self.url_prefix or None)
-        bp.add_websocket_route(self._feed_endpoint, "/feed/<channel:path>", name="feed")
-        bp.add_websocket_route(self._multiplex_endpoint, "/ws", name="ws")
+
+        # Plain functions that return the endpoint's coroutine: one frame less
+        # held by every open connection.
+        def feed(request: Request, channel: str) -> Coroutine[Any, Any, HTTPResponse | None]:
+            return self._feed_endpoint(request, channel)
+
+        def multiplex(request: Request) -> Coroutine[Any, Any, HTTPResponse | None]:
+            return self._multiplex_endpoint(request)
+
+        for handler, uri in ((feed, "/feed/<channel:path>"), (multiplex, "/ws")):
+            # Sanic accepts no response from a handler marked so.
+            setattr(handler, "is_websocket", True)  # noqa: B010
+            bp.add_route(handler, uri, name=handler.__name__, ctx_feeds_upgrade=True)
 
         async def admit_upgrade(request: Request) -> HTTPResponse | None:
             # Sanic drops bound methods registered as blueprint middleware.
@@ -108,9 +124,14 @@ class Feeds:
         app.register_listener(self._stop, "after_server_stop")
 
     async def _start(self, app: Sanic[Any, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        if self.settings.ping_interval_s > 0:
+            self._keepalive = Keepalive(
+                loop, self.settings.ping_interval_s, self.settings.ping_timeout_s
+            )
         self._hub = Hub(
             self.broker,
-            Flusher(asyncio.get_running_loop()),
+            Flusher(loop),
             heal_max=self.settings.recovery_max,
             announce_max=self.settings.join_leave_max,
         )
@@ -135,6 +156,8 @@ class Feeds:
     async def _stop(self, app: Sanic[Any, Any]) -> None:
         if self._cleanups:
             await asyncio.wait(self._cleanups, timeout=self.settings.drain_timeout_s)
+        if self._keepalive is not None:
+            self._keepalive.close()
         if self._hub is not None:
             await self._hub.close()
         await self.broker.close()
@@ -175,7 +198,7 @@ class Feeds:
     async def _admit_upgrade(self, request: Request) -> HTTPResponse | None:
         """Refuse an upgrade with a plain HTTP error before it happens."""
         route = request.route
-        if route is None or not route.extra.websocket:
+        if route is None or not getattr(route.ctx, "feeds_upgrade", False):
             return None
         try:
             if "channel" in request.match_info:
@@ -194,18 +217,51 @@ class Feeds:
         self._upgrading.add(request)
         return None
 
-    async def _feed_endpoint(self, request: Request, ws: Any, channel: str) -> None:
-        async with self._connection(request, ws) as conn:
+    async def _feed_endpoint(self, request: Request, channel: str) -> HTTPResponse | None:
+        ws = self._upgrade(request)
+        if isinstance(ws, HTTPResponse):
+            return ws
+        conn = self._open(request, ws)
+        try:
             await serve_feed(self, conn, channel, request.ctx.since)
+        finally:
+            await self._closed(conn)
+        return None
 
-    async def _multiplex_endpoint(self, request: Request, ws: Any) -> None:
-        async with self._connection(request, ws) as conn:
+    async def _multiplex_endpoint(self, request: Request) -> HTTPResponse | None:
+        ws = self._upgrade(request)
+        if isinstance(ws, HTTPResponse):
+            return ws
+        conn = self._open(request, ws)
+        try:
             await serve_multiplex(self, conn)
+        finally:
+            await self._closed(conn)
+        return None
 
-    @contextlib.asynccontextmanager
-    async def _connection(self, request: Request, ws: Any) -> AsyncIterator[Connection]:
-        settings = self.settings
+    def _upgrade(self, request: Request) -> ServerWebSocket | HTTPResponse:
+        """Switch the request's connection to WebSocket, or say why not over HTTP."""
         self._upgrading.discard(request)
+        io_proto = request.transport.get_protocol()
+        if not hasattr(io_proto, "websocket"):
+            # ASGI, or an app run with a protocol of its own.
+            return HTTPResponse("feeds need Sanic's own server and protocol", status=500)
+        settings = self.settings
+        ws = accept(
+            cast(IOProtocol, io_proto),
+            request.path,
+            request.headers.items(),
+            max_message_bytes=settings.max_message_bytes,
+            keepalive=self._keepalive,
+        )
+        if isinstance(ws, WSResponse):
+            return HTTPResponse(
+                ws.body, status=ws.status_code, headers=dict(ws.headers.raw_items())
+            )
+        return ws
+
+    def _open(self, request: Request, ws: ServerWebSocket) -> Connection:
+        settings = self.settings
         conn = Connection(
             ws,
             self.hub.flusher,
@@ -214,17 +270,18 @@ class Feeds:
             limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         )
         self.connections.add(conn)
-        try:
-            yield conn
-        finally:
-            self.connections.discard(conn)
-            conn.outbox.close()
-            # Sanic cancels the handler when the socket drops, at any await;
-            # leaving runs in a task of its own so that it always completes.
-            cleanup = asyncio.create_task(self._leave_all(conn), name=f"feeds-leave:{conn.id}")
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
-            await asyncio.shield(cleanup)
+        return conn
+
+    async def _closed(self, conn: Connection) -> None:
+        """Forget ``conn`` and leave its channels, however its handler ended."""
+        self.connections.discard(conn)
+        conn.outbox.close()
+        # Sanic cancels the handler when it stops, at any await; leaving runs
+        # in a task of its own so that it always completes.
+        cleanup = asyncio.create_task(self._leave_all(conn), name=f"feeds-leave:{conn.id}")
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+        await asyncio.shield(cleanup)
 
     async def _leave_all(self, conn: Connection) -> None:
         for channel in list(conn.channels):

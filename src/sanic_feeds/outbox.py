@@ -26,7 +26,7 @@ log = logging.getLogger("sanic_feeds.outbox")
 class WritableProtocol(Protocol):
     """The slice of Sanic's connection protocol an outbox needs."""
 
-    transport: asyncio.WriteTransport | None
+    transport: asyncio.Transport | None
 
     async def send(self, data: bytes) -> None:
         """Write ``data`` once the transport accepts writes again (flow control)."""

@@ -1,0 +1,363 @@
+"""The server side of one WebSocket connection, driven by callbacks.
+
+Sanic's own WebSocket implementation gives every connection two background
+tasks (keepalive, closer), a frame assembler with its own events and queue,
+and a new task for every ``recv()``: about 14 KB and one task creation per
+inbound frame before the application sees anything. A feed server holds
+thousands of mostly idle connections and fans frames out by writing
+pre-encoded bytes straight to the transport, so it needs much less:
+
+- inbound bytes go through ``websockets``' sans-I/O :class:`ServerProtocol`
+  in ``data_received``; complete messages wait in a short list for
+  :meth:`ServerWebSocket.recv`, the only coroutine, whose future is created
+  only while the handler waits;
+- keepalive is one timer per process (:class:`Keepalive`), not a task per
+  connection; the closing deadline is a timer handle, set only when closing;
+- control frames (pong, close) are written as soon as the protocol produces
+  them.
+
+The connection's HTTP protocol (Sanic's ``WebSocketProtocol``) keeps owning
+the transport and forwards ``data_received``, ``eof_received`` and
+``connection_lost`` here once :func:`accept` installed this object as its
+``websocket``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from .errors import CloseCode
+from .outbox import WritableProtocol
+
+__all__ = ["IOProtocol", "Keepalive", "ServerWebSocket", "accept"]
+
+log = logging.getLogger("sanic_feeds.websocket")
+
+#: Messages received but not yet read by the handler before the transport
+#: stops reading from the socket (TCP then pushes back on the client).
+_MAX_PENDING_MESSAGES = 16
+
+
+class IOProtocol(WritableProtocol, Protocol):
+    """The connection's asyncio protocol: Sanic's ``WebSocketProtocol``, which
+    forwards the connection's events to its ``websocket``."""
+
+    websocket: Any
+
+
+def accept(
+    io_proto: IOProtocol,
+    path: str,
+    headers: Iterable[tuple[str, str]],
+    *,
+    max_message_bytes: int,
+    keepalive: Keepalive | None,
+    close_timeout_s: float = 10.0,
+) -> ServerWebSocket | Response:
+    """Answer an upgrade request on ``io_proto``'s connection.
+
+    On success the ``101 Switching Protocols`` response is written and the
+    returned :class:`ServerWebSocket` receives the connection's bytes from
+    then on. Otherwise nothing is written and the refusal (400, 426) is
+    returned for the caller to send as an HTTP response.
+    """
+    transport = io_proto.transport
+    if transport is None:
+        raise ConnectionError("the connection closed during the upgrade")
+    # Sanic parsed the HTTP request already: the protocol starts OPEN, so that
+    # its parser expects frames, and only checks the request and builds the answer.
+    ws_proto = ServerProtocol(max_size=max_message_bytes, state=State.OPEN, logger=log)
+    response = ws_proto.accept(Request(path, Headers(headers)))
+    if response.status_code != 101:
+        return response
+    transport.write(response.serialize())
+    ws = ServerWebSocket(ws_proto, io_proto, keepalive=keepalive, close_timeout_s=close_timeout_s)
+    io_proto.websocket = ws
+    return ws
+
+
+class Keepalive:
+    """Pings every open connection of the process each ``interval_s`` and fails
+    (1011) one whose pong has not come back within ``timeout_s``.
+
+    One timer for all connections, ticking every half of the shorter of the
+    two periods: a ping leaves up to half a period late and a silent peer is
+    closed up to half a period after its deadline, which is what keepalive
+    needs, at no cost per idle connection. ``timeout_s=None`` pings without
+    ever giving up.
+    """
+
+    __slots__ = ("_handle", "_loop", "_sockets", "_tick_s", "interval_s", "timeout_s")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, interval_s: float, timeout_s: float | None
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("the ping interval must be positive")
+        self._loop = loop
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s or None
+        self._tick_s = min(interval_s, self.timeout_s or interval_s) / 2
+        self._sockets: set[ServerWebSocket] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, ws: ServerWebSocket) -> None:
+        self._sockets.add(ws)
+        if self._handle is None:
+            self._handle = self._loop.call_later(self._tick_s, self._tick)
+
+    def discard(self, ws: ServerWebSocket) -> None:
+        self._sockets.discard(ws)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        interval_s, timeout_s = self.interval_s, self.timeout_s
+        for ws in list(self._sockets):
+            sent_at = ws.ping_sent_at
+            if sent_at is None:
+                if now - ws.last_ping_at >= interval_s:
+                    ws.send_ping(now)
+            elif timeout_s is not None and now - sent_at >= timeout_s:
+                log.info("closing a connection whose peer did not answer a ping in time")
+                ws.fail_connection(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        self._handle = self._loop.call_later(self._tick_s, self._tick) if self._sockets else None
+
+
+class ServerWebSocket:
+    """An open WebSocket connection, after the handshake.
+
+    :meth:`recv` returns each message (``str`` for text, ``bytes`` for
+    binary) and ``None`` once the connection is over, however it ended. The
+    ``fail_connection`` family closes without waiting and may be called from
+    any callback. Data frames are written by the caller straight to
+    ``io_proto.transport`` (pre-encoded frames); control frames by this class.
+    """
+
+    __slots__ = (
+        "_close_deadline",
+        "_closed",
+        "_fragments",
+        "_keepalive",
+        "_messages",
+        "_paused",
+        "_waiter",
+        "close_timeout_s",
+        "io_proto",
+        "last_ping_at",
+        "loop",
+        "ping_sent_at",
+        "ws_proto",
+    )
+
+    def __init__(
+        self,
+        ws_proto: ServerProtocol,
+        io_proto: IOProtocol,
+        *,
+        keepalive: Keepalive | None,
+        close_timeout_s: float,
+    ) -> None:
+        self.ws_proto = ws_proto
+        #: None once the TCP connection is gone.
+        self.io_proto: IOProtocol | None = io_proto
+        self.loop = asyncio.get_running_loop()
+        self.close_timeout_s = close_timeout_s
+        #: Waits for the end of the TCP connection, once someone waits for it.
+        self._closed: asyncio.Future[None] | None = None
+        #: Complete messages the handler has not read yet, oldest first.
+        self._messages: list[str | bytes] = []
+        #: Frames of a fragmented message received so far.
+        self._fragments: list[Frame] | None = None
+        #: The handler's recv(), while it waits.
+        self._waiter: asyncio.Future[None] | None = None
+        #: True while reading is paused because the handler is behind.
+        self._paused = False
+        #: Loop time the last keepalive ping left (or the connection opened).
+        self.last_ping_at = self.loop.time()
+        #: Loop time the outstanding ping left, until its pong arrives.
+        self.ping_sent_at: float | None = None
+        #: Aborts the transport when a closing peer does not let it finish.
+        self._close_deadline: asyncio.TimerHandle | None = None
+        self._keepalive = keepalive
+        if keepalive is not None:
+            keepalive.add(self)
+
+    # -- what the handler calls
+
+    async def recv(self) -> str | bytes | None:
+        """The next message, or ``None`` once the connection is over."""
+        messages = self._messages
+        while not messages:
+            if self.ws_proto.state is not State.OPEN:
+                return None
+            waiter = self._waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        message = messages.pop(0)
+        if self._paused and len(messages) < _MAX_PENDING_MESSAGES // 2:
+            self._paused = False
+            transport = self._transport()
+            if transport is not None:
+                transport.resume_reading()
+        return message
+
+    def fail_connection(self, code: int = CloseCode.INTERNAL_ERROR, reason: str = "") -> bool:
+        """Send a close frame with ``code`` and close the TCP connection, without
+        waiting for the peer's answer. Idempotent; returns True."""
+        ws_proto = self.ws_proto
+        if ws_proto.state is State.OPEN:
+            with contextlib.suppress(InvalidState):  # the protocol moved on in between
+                ws_proto.send_close(code, reason)
+            self.write_pending()
+        self._close_transport()
+        self._wake()
+        return True
+
+    def end_connection(self, code: int = CloseCode.NORMAL, reason: str = "") -> bool:
+        """What Sanic calls when the connection's HTTP task ends."""
+        return self.fail_connection(code, reason)
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close with ``code`` and wait (at most ``close_timeout_s``) for the TCP
+        connection to end. Sanic calls it on every connection when it stops."""
+        self.fail_connection(code, reason)
+        if self.io_proto is None:
+            return
+        if self._closed is None:
+            self._closed = self.loop.create_future()
+        # The transport is aborted by then if the peer did not cooperate.
+        await asyncio.shield(self._closed)
+
+    # -- what the HTTP protocol forwards
+
+    def data_received(self, data: bytes) -> None:
+        ws_proto = self.ws_proto
+        ws_proto.receive_data(data)
+        events = ws_proto.events_received()
+        self.write_pending()
+        for event in events:
+            if isinstance(event, Frame):
+                self._on_frame(event)
+        if ws_proto.close_expected():
+            # The peer sent a close frame (or broke the protocol): the server
+            # closes the TCP connection once its answer is written.
+            self._close_transport()
+        if self._messages:
+            if len(self._messages) >= _MAX_PENDING_MESSAGES and not self._paused:
+                self._paused = True
+                transport = self._transport()
+                if transport is not None:
+                    transport.pause_reading()
+            self._wake()
+        elif ws_proto.state is not State.OPEN:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self.ws_proto.receive_eof()
+        self._wake()
+        return False  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        ws_proto = self.ws_proto
+        if ws_proto.state is not State.CLOSED:
+            # The peer vanished without a closing handshake: 1006.
+            ws_proto.state = State.CLOSED
+        if self._close_deadline is not None:
+            self._close_deadline.cancel()
+            self._close_deadline = None
+        if self._keepalive is not None:
+            self._keepalive.discard(self)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        self.io_proto = None
+        self._wake()
+
+    # -- internals
+
+    def write_pending(self) -> None:
+        """Write what the protocol produced (handshake response, pong, close)."""
+        chunks = self.ws_proto.data_to_send()
+        transport = self._transport()
+        if transport is None or not chunks:
+            return
+        for chunk in chunks:
+            if chunk:
+                transport.write(chunk)
+
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._complete([frame])
+            else:
+                self._fragments = [frame]
+        elif opcode is Opcode.CONT:
+            fragments = self._fragments
+            if fragments is None:  # the protocol refuses this before we see it
+                return
+            fragments.append(frame)
+            if frame.fin:
+                self._fragments = None
+                self._complete(fragments)
+        elif (
+            opcode is Opcode.PONG
+            and self.ping_sent_at is not None
+            and frame.data == struct.pack("!d", self.ping_sent_at)
+        ):
+            self.ping_sent_at = None
+        # PING is answered by the protocol itself; CLOSE is seen through its state.
+
+    def _complete(self, frames: list[Frame]) -> None:
+        data = frames[0].data if len(frames) == 1 else b"".join(f.data for f in frames)
+        if frames[0].opcode is Opcode.BINARY:
+            self._messages.append(bytes(data))
+            return
+        try:
+            self._messages.append(bytes(data).decode())
+        except UnicodeDecodeError:
+            self.fail_connection(1007, "invalid UTF-8 in a text frame")
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _transport(self) -> asyncio.Transport | None:
+        io_proto = self.io_proto
+        return None if io_proto is None else io_proto.transport
+
+    def _close_transport(self) -> None:
+        transport = self._transport()
+        if transport is None or self._close_deadline is not None:
+            return
+        # close() flushes what is buffered first; a peer that stops reading
+        # would hold that forever, hence the deadline.
+        transport.close()
+        self._close_deadline = self.loop.call_later(self.close_timeout_s, transport.abort)
+
+    def send_ping(self, now: float) -> None:
+        """Send a keepalive ping (the keepalive calls it); its payload is ``now``."""
+        if self.ws_proto.state is not State.OPEN:
+            return
+        self.last_ping_at = self.ping_sent_at = now
+        self.ws_proto.send_ping(struct.pack("!d", now))
+        self.write_pending()
