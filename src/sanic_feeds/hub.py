@@ -227,12 +227,10 @@ class Hub:
             self._fan_out(state, event)
         elif event.epoch == position.epoch and event.offset <= position.offset:
             return  # delivered already (read from history while healing)
-        elif not position.epoch and position.offset == 0:
-            # The channel had no history when this process subscribed: the
-            # first publication starts the epoch.
-            state.position = StreamPosition(event.offset - 1, event.epoch)
-            self.on_event(event)
         else:
+            # Another epoch or a gap. (A new channel's epoch exists from its
+            # first position read, so an epoch differing from the one
+            # subscribed to means history was lost; healing tells.)
             state.parked = [event]
             self._heal_soon(event.channel, state, check_history=True)
 

@@ -22,7 +22,9 @@ from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.protocol import Event, Join, Leave, Publication, StreamPosition
 from tests.support.redis_server import RedisServer, free_port
 
-BROKERS = ["memory", "redis"]
+# The redis case gets ``redis_url`` through ``request.getfixturevalue``, which collection
+# cannot see: its mark is what makes it a ``redis`` test (``-m redis``, FEEDS_REQUIRE_REDIS).
+BROKERS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 class Recorder:
@@ -139,8 +141,46 @@ async def test_publish_assigns_increasing_offsets_from_one_in_one_epoch(broker: 
     assert await broker.position("news") == StreamPosition(5, epoch)
 
 
-async def test_position_of_a_channel_never_published_is_zero(broker: Broker) -> None:
-    assert await broker.position("nothing-yet") == StreamPosition(0, "")
+async def test_position_of_a_fresh_channel_has_an_epoch_that_the_first_publish_keeps(
+    broker: Broker,
+) -> None:
+    # The epoch exists from the first read of the position (a subscription), not from the
+    # first publish: a client greeted with (0, epoch) on an empty channel can recover.
+    fresh = await broker.position("nothing-yet")
+    assert fresh.offset == 0
+    assert isinstance(fresh.epoch, str) and fresh.epoch
+    assert await broker.position("nothing-yet") == fresh
+    assert await broker.publish("nothing-yet", "first") == StreamPosition(1, fresh.epoch)
+    assert await broker.position("nothing-yet") == StreamPosition(1, fresh.epoch)
+    pubs, position = await broker.history("nothing-yet", 0, 10)
+    assert [(p.offset, p.epoch, p.data) for p in pubs] == [(1, fresh.epoch, "first")]
+    assert position == StreamPosition(1, fresh.epoch)
+
+
+async def test_history_of_a_fresh_channel_creates_the_same_epoch(broker: Broker) -> None:
+    pubs, position = await broker.history("read-first", 0, 10)
+    assert pubs == []
+    assert position.offset == 0 and position.epoch
+    assert await broker.position("read-first") == position
+    assert await broker.publish("read-first", 1) == StreamPosition(1, position.epoch)
+
+
+async def test_reads_racing_the_first_publish_agree_on_one_epoch(broker: Broker) -> None:
+    for n in range(20):
+        channel = f"race-{n}"
+        results = await asyncio.gather(
+            broker.position(channel),
+            broker.publish(channel, "a"),
+            broker.history(channel, 0, 10),
+            broker.position(channel),
+            broker.publish(channel, "b"),
+        )
+        first, a, (_, read), second, b = results
+        assert isinstance(first, StreamPosition) and isinstance(second, StreamPosition)
+        assert isinstance(read, StreamPosition)
+        assert isinstance(a, StreamPosition) and isinstance(b, StreamPosition)
+        assert {first.epoch, a.epoch, read.epoch, second.epoch, b.epoch} == {a.epoch}
+        assert sorted([a.offset, b.offset]) == [1, 2]
 
 
 async def test_channels_have_separate_offsets(broker: Broker) -> None:
@@ -173,13 +213,26 @@ async def test_a_new_epoch_when_the_channel_state_expired(start_broker: StartBro
     broker, _ = await start_broker(history_ttl_s=1, meta_ttl_s=1)
     old = await broker.publish("short-lived", "before")
     await asyncio.sleep(1.3)
-    assert await broker.position("short-lived") == StreamPosition(0, "")
+    renewed = await broker.position("short-lived")
+    assert renewed.offset == 0
+    assert renewed.epoch and renewed.epoch != old.epoch
     new = await broker.publish("short-lived", "after")
-    assert new.offset == 1
-    assert new.epoch and new.epoch != old.epoch
+    assert new == StreamPosition(1, renewed.epoch)
     pubs, position = await broker.history("short-lived", None, 10)
     assert [(p.offset, p.epoch, p.data) for p in pubs] == [(1, new.epoch, "after")]
     assert position == new
+
+
+async def test_an_epoch_created_by_a_read_expires_with_the_channel_state(
+    start_broker: StartBroker,
+) -> None:
+    # A read that creates the epoch gives it the lifetime a publish gives it, no longer.
+    broker, _ = await start_broker(history_ttl_s=1, meta_ttl_s=1)
+    old = await broker.position("read-only")
+    await asyncio.sleep(1.3)
+    new = await broker.position("read-only")
+    assert new.offset == 0
+    assert new.epoch and new.epoch != old.epoch
 
 
 # -- delivery
@@ -402,8 +455,10 @@ async def test_history_size_zero_keeps_nothing_but_offsets(start_broker: StartBr
 
 
 async def test_history_of_a_channel_never_published(broker: Broker) -> None:
-    assert await broker.history("empty", None, 10) == ([], StreamPosition(0, ""))
-    assert await broker.history("empty", 0, 10) == ([], StreamPosition(0, ""))
+    pubs, position = await broker.history("empty", None, 10)
+    assert pubs == []
+    assert position.offset == 0 and position.epoch
+    assert await broker.history("empty", 0, 10) == ([], position)
 
 
 async def test_history_expires_after_history_ttl_but_offsets_go_on(
@@ -495,7 +550,7 @@ async def test_presence_does_not_depend_on_subscriptions_or_publishes(
     await broker.unsubscribe("quiet")
     assert await broker.presence("quiet") == {"c1": {"x": 1}}
     assert recorder.on("quiet") == []
-    assert await broker.position("quiet") == StreamPosition(0, "")
+    assert (await broker.position("quiet")).offset == 0
 
 
 # -- Redis only: several processes, and a broker that goes away
@@ -611,6 +666,70 @@ async def test_redis_presence_entries_of_an_instance_gone_for_long_are_deleted(
     # Deleted: an instance silent past the grace, and one never heard of (it closed).
     # Kept: one silent for a little while, which may yet come back.
     assert set(await raw_redis.hkeys(channel_keys("lobby").presence)) == {b"quiet"}
+
+
+async def test_redis_an_epoch_created_by_a_read_changes_when_redis_loses_its_data(
+    private_redis: RedisServer,
+) -> None:
+    broker = create_broker(private_redis.url, BrokerOptions(instance_id="volatile"))
+    await broker.start(Recorder())
+    try:
+        before = await broker.position("c")
+        assert before.epoch
+        private_redis.restart()  # no persistence: every key is gone
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                after = await broker.position("c")
+                break
+            except BrokerUnavailable:
+                assert time.monotonic() < deadline, "Redis never came back"
+                await asyncio.sleep(0.1)
+        assert after.offset == 0
+        assert after.epoch and after.epoch != before.epoch
+        assert await broker.publish("c", 1) == StreamPosition(1, after.epoch)
+    finally:
+        await broker.close()
+
+
+async def test_redis_a_read_that_creates_the_epoch_drops_a_stale_history(
+    redis_url: str, raw_redis: Any
+) -> None:
+    """The meta hash gone but the stream left (evicted, deleted by hand): the new epoch
+    starts an empty history, as a publish that finds no meta does."""
+    from sanic_feeds.brokers.redis import channel_keys
+
+    broker = create_broker(redis_url, BrokerOptions(instance_id="stale"))
+    await broker.start(Recorder())
+    try:
+        old = [await broker.publish("stale", n) for n in range(3)]
+        await raw_redis.delete(channel_keys("stale").meta)
+        renewed = await broker.position("stale")
+        assert renewed.offset == 0 and renewed.epoch != old[0].epoch
+        assert (await broker.history("stale", None, 10))[0] == []
+        assert await broker.publish("stale", "new") == StreamPosition(1, renewed.epoch)
+        pubs, _ = await broker.history("stale", None, 10)
+        assert [(p.offset, p.epoch, p.data) for p in pubs] == [(1, renewed.epoch, "new")]
+        meta_ttl_s = await raw_redis.ttl(channel_keys("stale").meta)
+        assert 0 < meta_ttl_s <= BrokerOptions().meta_ttl_s
+    finally:
+        await broker.close()
+
+
+async def test_redis_an_epoch_created_by_a_read_gets_the_meta_ttl(
+    redis_url: str, raw_redis: Any
+) -> None:
+    from sanic_feeds.brokers.redis import channel_keys
+
+    broker = create_broker(redis_url, BrokerOptions(instance_id="ttl", meta_ttl_s=1000))
+    await broker.start(Recorder())
+    try:
+        await broker.position("fresh")
+        assert 990 < await raw_redis.ttl(channel_keys("fresh").meta) <= 1000
+        await broker.history("other", None, 1)
+        assert 990 < await raw_redis.ttl(channel_keys("other").meta) <= 1000
+    finally:
+        await broker.close()
 
 
 async def test_redis_unreachable_at_start_raises_broker_unavailable() -> None:

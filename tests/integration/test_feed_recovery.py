@@ -60,6 +60,38 @@ async def test_a_subscriber_back_after_50_messages_gets_exactly_those_then_live(
         await back.close()
 
 
+@pytest.mark.parametrize("broker", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_a_subscriber_of_an_empty_channel_recovers_everything_published_while_away(
+    feeds_server_factory: Any, request: pytest.FixtureRequest, broker: str
+) -> None:
+    """Greeted on a channel nothing was ever published to, it holds offset 0 and the
+    channel's epoch, which the first publish keeps: coming back with them recovers it all."""
+    url = "memory://" if broker == "memory" else request.getfixturevalue("redis_url")
+    server = feeds_server_factory(broker=url)
+    ws = await connect(f"{server.ws_url}/feed/empty", open_timeout=10)
+    greeted = await recv_event(ws)
+    await ws.close()
+    assert greeted["type"] == "subscribed", greeted
+    assert greeted["offset"] == 0
+    assert isinstance(greeted["epoch"], str) and greeted["epoch"]
+    bodies = [(await publish_http(server.url, "empty", n))[1] for n in range(5)]
+    assert [(b["offset"], b["epoch"]) for b in bodies] == [
+        (n, greeted["epoch"]) for n in range(1, 6)
+    ]
+
+    back, subscribed = await _resubscribe(server.ws_url, "empty", 0, greeted["epoch"])
+    try:
+        assert subscribed["recovered"] is True
+        assert (subscribed["offset"], subscribed["epoch"]) == (5, greeted["epoch"])
+        await publish_http(server.url, "empty", "live")
+        messages = await recv_messages(back, 6)
+        assert [m["offset"] for m in messages] == [1, 2, 3, 4, 5, 6]
+        assert [m["data"] for m in messages] == [0, 1, 2, 3, 4, "live"]
+        assert {m["epoch"] for m in messages} == {greeted["epoch"]}
+    finally:
+        await back.close()
+
+
 async def test_recovery_while_publishing_goes_on_has_no_gap_and_no_duplicate(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
@@ -152,6 +184,32 @@ async def test_after_redis_restarted_without_persistence_recovery_is_refused(
     assert body["epoch"] != epoch
 
     back, subscribed = await _resubscribe(server.ws_url, "volatile", offset, epoch)
+    try:
+        assert subscribed["recovered"] is False
+        assert (subscribed["offset"], subscribed["epoch"]) == (1, body["epoch"])
+    finally:
+        await back.close()
+
+
+async def test_an_epoch_from_an_empty_channel_is_refused_after_redis_lost_its_data(
+    feeds_server_factory: Any, private_redis: Any
+) -> None:
+    """The epoch a subscriber of an empty channel got names history that the restart
+    (without persistence) lost: what is published after it is another epoch."""
+    server = feeds_server_factory(broker=private_redis.url)
+    ws = await connect(f"{server.ws_url}/feed/void", open_timeout=10)
+    greeted = await recv_event(ws)
+    await ws.close()
+    assert (greeted["offset"], bool(greeted["epoch"])) == (0, True)
+
+    private_redis.restart()
+    await wait_until(lambda: ready_is(server, 200), what="/ready back after the restart")
+    status, body = await publish_http(server.url, "void", "after")
+    assert status == 200, body
+    assert body["offset"] == 1
+    assert body["epoch"] != greeted["epoch"]
+
+    back, subscribed = await _resubscribe(server.ws_url, "void", 0, greeted["epoch"])
     try:
         assert subscribed["recovered"] is False
         assert (subscribed["offset"], subscribed["epoch"]) == (1, body["epoch"])

@@ -40,7 +40,7 @@ SERVER_ARGS = (
 MESSAGE_KEYS = {"type", "channel", "offset", "epoch", "data", "client", "ts"}
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def server(request: pytest.FixtureRequest) -> Iterator[FeedsServer]:
     broker = (
         "memory://" if request.param == "memory" else request.getfixturevalue("redis_server").url
@@ -195,11 +195,13 @@ async def test_subscribe_to_a_new_channel(server: FeedsServer, connect_ws: Conne
     channel = unique("fresh")
     client = await connect_ws(server)
     reply = await client.command(op="subscribe", channel=channel, id=1)
+    # The channel's epoch exists from its first subscription, so that offset 0 can recover.
+    assert isinstance(reply["epoch"], str) and reply["epoch"]
     assert reply == {
         "type": "subscribed",
         "channel": channel,
         "offset": 0,
-        "epoch": "",
+        "epoch": reply["epoch"],
         "recovered": False,
         "id": 1,
     }
@@ -295,6 +297,25 @@ async def test_subscribe_with_since_and_epoch_recovers_what_was_missed(
     assert [m["offset"] for m in messages] == [3, 4, 5, 6, 7, 8]
     assert [m["data"] for m in messages] == [{"n": n} for n in range(5)] + ["live"]
     assert all(set(m) == MESSAGE_KEYS and m["epoch"] == epoch for m in messages)
+
+
+async def test_a_subscriber_of_an_empty_channel_recovers_from_offset_0(
+    server: FeedsServer, connect_ws: Connect
+) -> None:
+    channel = unique("empty")
+    first = await connect_ws(server)
+    greeted = await first.subscribe(channel)
+    assert greeted["offset"] == 0 and greeted["epoch"]
+    await first.ws.close()
+    bodies = await publish_n(server, channel, 5)
+    assert {b["epoch"] for b in bodies} == {greeted["epoch"]}
+    again = await connect_ws(server)
+    reply = await again.subscribe(channel, since=0, epoch=greeted["epoch"])
+    assert (reply["offset"], reply["epoch"], reply["recovered"]) == (5, greeted["epoch"], True)
+    await publish_http(server.url, channel, "live")
+    messages = await again.messages(channel, 6)
+    assert [m["offset"] for m in messages] == [1, 2, 3, 4, 5, 6]
+    assert [m["data"] for m in messages] == [{"n": n} for n in range(5)] + ["live"]
 
 
 async def test_recovered_messages_come_right_after_subscribed(
@@ -606,14 +627,19 @@ async def test_history_of_an_empty_channel(server: FeedsServer, connect_ws: Conn
     channel = unique("void")
     client = await connect_ws(server)
     reply = await client.command(op="history", channel=channel, id=1)
+    assert isinstance(reply["epoch"], str) and reply["epoch"]
     assert reply == {
         "type": "history",
         "channel": channel,
         "messages": [],
         "offset": 0,
-        "epoch": "",
+        "epoch": reply["epoch"],
         "id": 1,
     }
+    # The epoch of an empty channel is the one its first publish gets and subscribers see.
+    ack = await client.command(op="publish", channel=channel, data="first", id=2)
+    assert ack == {"type": "ack", "offset": 1, "id": 2}
+    assert (await client.subscribe(channel))["epoch"] == reply["epoch"]
 
 
 # -- malformed commands

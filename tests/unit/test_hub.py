@@ -274,6 +274,28 @@ async def test_recovery_queues_exactly_the_missed_publications_before_live_ones(
     assert [e["offset"] for e in returning.events()] == list(range(5, 12))
 
 
+@pytest.mark.parametrize("watched", [False, True], ids=["channel closed", "channel kept open"])
+async def test_a_subscriber_of_an_empty_channel_recovers_from_offset_0(
+    setup: Any, watched: bool
+) -> None:
+    broker, hub = setup
+    if watched:  # another subscriber keeps the channel open meanwhile
+        await hub.subscribe("c", Client(hub).outbox, WireFormat.JSON)
+    leaving = Client(hub)
+    greeted, _ = await hub.subscribe("c", leaving.outbox, WireFormat.JSON)
+    assert greeted.offset == 0 and greeted.epoch
+    await hub.unsubscribe("c", leaving.outbox)
+    for n in range(1, 6):
+        assert await broker.publish("c", n) == StreamPosition(n, greeted.epoch)
+    await settle()
+    returning = Client(hub)
+    position, recovered = await hub.subscribe("c", returning.outbox, WireFormat.JSON, since=greeted)
+    assert (position, recovered) == (StreamPosition(5, greeted.epoch), True)
+    await broker.publish("c", 6)
+    await settle()
+    assert [e["offset"] for e in returning.events()] == [1, 2, 3, 4, 5, 6]
+
+
 @pytest.mark.parametrize(
     ("since", "why"),
     [

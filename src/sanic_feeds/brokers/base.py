@@ -19,8 +19,9 @@ class BrokerOptions:
     history_size: int = 100
     #: Seconds a channel's history outlives its last publish.
     history_ttl_s: int = 300
-    #: Seconds a channel's offset and epoch outlive its last publish; while
-    #: they live, a quiet channel keeps its epoch and clients keep recovering.
+    #: Seconds a channel's offset and epoch outlive its last publish (or their
+    #: creation by a read, for a channel never published to); while they live,
+    #: a quiet channel keeps its epoch and clients keep recovering.
     meta_ttl_s: int = 86_400
     #: Seconds an idempotency key is remembered: a publish retried with the
     #: same key within this time is not published twice.
@@ -58,6 +59,12 @@ class Broker(Protocol):
       (``history``) is how a gap is filled.
     - Offsets are assigned by the broker at publish time, strictly increasing
       per channel within an epoch. A new epoch means history was lost.
+    - A channel's epoch exists from the first time its position is read
+      (``position`` or ``history``: a subscription), not only from its first
+      publish: a channel without one gets it then, at offset 0, atomically
+      with any publish, which keeps it. So a client greeted with offset 0 on
+      an empty channel recovers what is published meanwhile. A read never
+      answers an empty epoch.
     - ``subscribe`` returns only once every publication accepted after it
       returned will be delivered to this process.
     - Calls that need the broker raise :class:`~sanic_feeds.errors.BrokerUnavailable`
@@ -100,13 +107,15 @@ class Broker(Protocol):
         """Deliver a join or leave (not kept in history, no offset)."""
 
     async def position(self, channel: str) -> StreamPosition:
-        """The last offset and the epoch of ``channel`` (offset 0 if nothing was published)."""
+        """The last offset and the epoch of ``channel``; a channel without an epoch (never
+        used, expired, or its history lost) gets a new one now, at offset 0."""
 
     async def history(
         self, channel: str, since: int | None, limit: int
     ) -> tuple[list[Publication], StreamPosition]:
         """Up to ``limit`` publications after offset ``since`` (oldest first), or the newest
-        ``limit`` when ``since`` is None, and the channel's position when read."""
+        ``limit`` when ``since`` is None, and the channel's position when read (created as
+        ``position`` creates it)."""
 
     async def add_presence(self, channel: str, client: str, info: Any) -> None:
         """Record ``client`` as present on ``channel`` until removed or this instance dies."""

@@ -74,6 +74,23 @@ class MemoryBroker:
             log.history.clear()
         return log
 
+    def _open_log(self, channel: str, now_s: float) -> _ChannelLog:
+        """The channel's log; a channel without one (new, or expired) gets it with a fresh
+        epoch now, with the lifetime a publish gives it. Nothing awaits in between, so a
+        publish and a read of a new channel agree on one epoch, as the Redis scripts do."""
+        log = self._log(channel, now_s)
+        if log is None:
+            log = self._logs[channel] = _ChannelLog(
+                epoch=secrets.token_hex(4),
+                capacity=self._options.history_size,
+                meta_expires_s=now_s + self._meta_ttl_s,
+            )
+        return log
+
+    @property
+    def _meta_ttl_s(self) -> float:
+        return max(self._options.meta_ttl_s, self._options.history_ttl_s)
+
     async def publish(
         self,
         channel: str,
@@ -88,11 +105,7 @@ class MemoryBroker:
             seen = self._idempotency_keys.get((channel, idempotency_key))
             if seen is not None and now_s < seen[1]:
                 return seen[0]
-        log = self._log(channel, now_s)
-        if log is None:
-            log = self._logs[channel] = _ChannelLog(
-                epoch=secrets.token_hex(4), capacity=self._options.history_size
-            )
+        log = self._open_log(channel, now_s)
         log.offset += 1
         pub = Publication(
             channel=channel,
@@ -106,7 +119,7 @@ class MemoryBroker:
         if self._options.history_size > 0:
             log.history.append(pub)
         log.history_expires_s = now_s + self._options.history_ttl_s
-        log.meta_expires_s = now_s + max(self._options.meta_ttl_s, self._options.history_ttl_s)
+        log.meta_expires_s = now_s + self._meta_ttl_s
         self._deliver(pub)
         position = StreamPosition(pub.offset, pub.epoch)
         if idempotency_key is not None:
@@ -136,15 +149,13 @@ class MemoryBroker:
             self._loop.call_soon(self._handler.on_event, event)
 
     async def position(self, channel: str) -> StreamPosition:
-        log = self._log(channel, time.monotonic())
-        return StreamPosition(0, "") if log is None else StreamPosition(log.offset, log.epoch)
+        log = self._open_log(channel, time.monotonic())
+        return StreamPosition(log.offset, log.epoch)
 
     async def history(
         self, channel: str, since: int | None, limit: int
     ) -> tuple[list[Publication], StreamPosition]:
-        log = self._log(channel, time.monotonic())
-        if log is None:
-            return [], StreamPosition(0, "")
+        log = self._open_log(channel, time.monotonic())
         if since is None:
             kept = list(log.history)[-limit:] if limit > 0 else []
         else:

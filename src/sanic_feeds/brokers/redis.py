@@ -2,9 +2,11 @@
 
 One pub/sub connection and one reader task per process, dispatching on the
 message's channel; commands (publish, history, presence) go through a
-connection pool. The reader notices a lost connection (or a deaf one, by its
-own heartbeat not coming back), reconnects with backoff, resubscribes every
-channel, and tells the handler so that gaps get healed from history.
+connection pool. Publishing and reading a channel's position are Lua scripts
+(``lua/``): a channel gets its epoch from whichever of them comes first. The
+reader notices a lost connection (or a deaf one, by its own heartbeat not
+coming back), reconnects with backoff, resubscribes every channel, and tells
+the handler so that gaps get healed from history.
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ def _channel_of(pubsub_name: bytes) -> str:
     return pubsub_name[len(_PUBSUB_PREFIX) : -1].decode()
 
 
+def _field(fields: list[bytes], name: bytes) -> bytes:
+    """The value of ``name`` in a stream entry as a script returns it: ``[field, value, ...]``."""
+    return dict(zip(fields[::2], fields[1::2], strict=True))[name]
+
+
 @contextlib.contextmanager
 def _unavailable() -> Iterator[None]:
     """Map every way Redis can fail to the one error clients are told about."""
@@ -116,8 +123,12 @@ class RedisBroker:
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
         )
+        lua = files(__package__).joinpath("lua")
         self._publish_script = ScriptBatcher(
-            self._redis, files(__package__).joinpath("lua/publish.lua").read_text()
+            self._redis, lua.joinpath("publish.lua").read_text(), name="feeds-publish-batch"
+        )
+        self._position_script = ScriptBatcher(
+            self._redis, lua.joinpath("position.lua").read_text(), name="feeds-position-batch"
         )
         self._handler: BrokerHandler | None = None
         #: Channels this process wants delivered (the hub reference-counts).
@@ -143,6 +154,7 @@ class RedisBroker:
         with _unavailable():
             await asyncio.wait_for(self._redis.ping(), _CONNECT_TIMEOUT_S * 2)
             await self._publish_script.load()
+            await self._position_script.load()
         self._reader_task = asyncio.create_task(self._read_forever(), name="feeds-redis-reader")
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat_forever(), name="feeds-redis-heartbeat"
@@ -162,6 +174,7 @@ class RedisBroker:
                     await task
         self._heartbeat_task = self._reader_task = None
         await self._publish_script.close()
+        await self._position_script.close()
         # Closed: no longer hearing anything (``ready`` turns false).
         self._pubsub = None
         self._connected.clear()
@@ -230,7 +243,7 @@ class RedisBroker:
             envelope,
             options.history_size,
             options.history_ttl_s,
-            max(options.meta_ttl_s, options.history_ttl_s),
+            self._meta_ttl_s,
         ]
         if idempotency_key is not None:
             script_keys.append(keys.idempotency(idempotency_key))
@@ -248,35 +261,40 @@ class RedisBroker:
         with _unavailable():
             await self._redis.publish(channel_keys(event.channel).pubsub, payload)
 
+    @property
+    def _meta_ttl_s(self) -> int:
+        """How long a channel's offset and epoch outlive its last publish (or their creation)."""
+        return max(self._options.meta_ttl_s, self._options.history_ttl_s)
+
+    async def _read(
+        self, channel: str, count: int, start_id: str | None
+    ) -> tuple[int, str, list[Any]]:
+        """Run ``lua/position.lua``: (offset, epoch, up to ``count`` stream entries from
+        ``start_id`` on, or the newest first without it); creates the epoch of a channel
+        that has none."""
+        keys = channel_keys(channel)
+        args: list[str | int] = [self._meta_ttl_s, count]
+        if start_id is not None:
+            args.append(start_id)
+        offset, epoch, entries = await self._position_script([keys.meta, keys.history], args)
+        return int(offset), epoch.decode(), entries
+
     async def position(self, channel: str) -> StreamPosition:
-        with _unavailable():
-            offset, epoch = await self._redis.hmget(channel_keys(channel).meta, "offset", "epoch")
-        if epoch is None or offset is None:
-            return StreamPosition(0, "")
-        return StreamPosition(int(offset), epoch.decode() if isinstance(epoch, bytes) else epoch)
+        offset, epoch, _ = await self._read(channel, 0, None)
+        return StreamPosition(offset, epoch)
 
     async def history(
         self, channel: str, since: int | None, limit: int
     ) -> tuple[list[Publication], StreamPosition]:
-        keys = channel_keys(channel)
-        with _unavailable():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hmget(keys.meta, "offset", "epoch")
-                if since is None:
-                    pipe.xrevrange(keys.history, "+", "-", count=limit)
-                else:
-                    pipe.xrange(keys.history, f"{since + 1}-0", "+", count=limit)
-                (offset, epoch), entries = await pipe.execute()
-        if epoch is None:
-            return [], StreamPosition(0, "")
-        position = StreamPosition(int(offset), epoch.decode())
+        start_id = None if since is None else f"{since + 1}-0"
+        offset, epoch, entries = await self._read(channel, max(limit, 0), start_id)
         if since is None:
             entries.reverse()
         pubs = [
-            decode_envelope(channel, int(entry_id.split(b"-", 1)[0]), position.epoch, fields[b"e"])
+            decode_envelope(channel, int(entry_id.split(b"-", 1)[0]), epoch, _field(fields, b"e"))
             for entry_id, fields in entries
         ]
-        return pubs, position
+        return pubs, StreamPosition(offset, epoch)
 
     # -- presence
 

@@ -1,6 +1,6 @@
 """Runs the calls of one Lua script made during one loop iteration in one round trip.
 
-Many clients publishing at once each call the publish script; one at a time,
+Many clients publishing (or subscribing) at once each call a script; one at a time,
 every call pays redis-py's per-command machinery and its own round trip. Here
 calls queue, and one pipeline of EVALSHA carries everything queued since the
 previous pipeline left, so under load the batches grow by themselves and
@@ -27,9 +27,11 @@ _Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    def __init__(self, redis: Redis, source: str) -> None:
+    def __init__(self, redis: Redis, source: str, *, name: str = "feeds-script-batch") -> None:
         self._redis = redis
         self._source = source
+        #: The sender task's name.
+        self._name = name
         self._sha = hashlib.sha1(source.encode()).hexdigest()
         self._queued: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
@@ -46,7 +48,7 @@ class ScriptBatcher:
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((keys, args, reply))
         if self._sender is None:
-            self._sender = asyncio.create_task(self._send_batches(), name="feeds-publish-batch")
+            self._sender = asyncio.create_task(self._send_batches(), name=self._name)
         return await reply
 
     async def close(self) -> None:

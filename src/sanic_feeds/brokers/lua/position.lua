@@ -1,0 +1,42 @@
+-- Read a channel's position (and, optionally, history) atomically. A channel
+-- without meta gets its epoch here, as publish.lua would give it: the epoch
+-- exists from the first subscription, so a client greeted with offset 0 on
+-- an empty channel can recover what the first publishes add to that epoch.
+-- Scripts run one at a time, so a publish racing this read finds the epoch
+-- created here, or this read finds the one the publish created: one epoch.
+--
+-- KEYS[1]  meta hash of the channel: offset, epoch
+-- KEYS[2]  history stream of the channel (entry id = "<offset>-1")
+-- ARGV[1]  meta TTL, seconds (given to meta created here, as publish.lua does)
+-- ARGV[2]  how many history entries to read (0: none)
+-- ARGV[3]  optional: read the oldest entries from this stream id on
+--          ("<since + 1>-0"); absent: the newest, newest first
+--
+-- Returns {offset, epoch, entries}, entries as XRANGE / XREVRANGE give them.
+-- Meta that exists is only read: reading does not extend a channel's life.
+
+local meta = redis.call('HMGET', KEYS[1], 'offset', 'epoch')
+local offset = tonumber(meta[1]) or 0
+local epoch = meta[2]
+if not epoch then
+  -- No meta: the channel is new or its history was lost. A fresh epoch
+  -- tells clients that what they hold cannot be continued; history left
+  -- from an older epoch is dropped, as publish.lua drops it.
+  local now = redis.call('TIME')
+  epoch = string.format('%x%x', tonumber(now[1]), tonumber(now[2]))
+  offset = 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+
+local entries = {}
+local count = tonumber(ARGV[2])
+if count > 0 then
+  if ARGV[3] then
+    entries = redis.call('XRANGE', KEYS[2], ARGV[3], '+', 'COUNT', count)
+  else
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count)
+  end
+end
+return {offset, epoch, entries}
