@@ -3,15 +3,20 @@
 - ``redis_server`` (session): the shared Redis. ``REDIS_URL`` set: that server, which must be
   disposable (every ``redis_url`` test FLUSHALLs it) and cannot be killed or restarted.
   Otherwise a private ``RedisServer``. No server binary at all: every test using it is
-  skipped, which ``FEEDS_REQUIRE_REDIS=1`` turns into a failed session.
+  skipped (with ``RedisUnavailable``), which ``FEEDS_REQUIRE_REDIS=1`` turns into a failed
+  session.
 - ``redis_url`` (function): the shared server's URL, after FLUSHALL.
 - ``private_redis`` / ``private_redis_aof`` (function): a ``RedisServer`` of the test's own,
   to kill or restart; the second with the AOF on, so its data survives ``restart()``.
 - ``feeds_server_factory`` (function): starts ``sanic-feeds serve`` processes; at teardown
   SIGTERMs each, and fails the test if one does not exit within 10 s.
 
-Tests using any Redis fixture are marked ``redis``; tests using ``feeds_server_factory`` are
-marked ``integration``.
+Tests naming a Redis fixture as an argument (or through another fixture's arguments) are
+marked ``redis``; tests using ``feeds_server_factory`` are marked ``integration``. A fixture
+that gets Redis through ``request.getfixturevalue`` hides it from collection: mark its Redis
+param, ``pytest.param("redis", marks=pytest.mark.redis)``. The FEEDS_REQUIRE_REDIS guard does
+not depend on the mark alone: it also counts every test skipped by ``RedisUnavailable``, the
+skip the Redis fixtures raise, however the test got to them.
 """
 
 from __future__ import annotations
@@ -42,11 +47,16 @@ class ExternalRedis:
         return urlsplit(self.url).port or 6379
 
 
+class RedisUnavailable(pytest.skip.Exception):
+    """The skip of a Redis fixture that found no server to start. The FEEDS_REQUIRE_REDIS guard
+    recognizes it, so it counts the skip even for a test that is not marked ``redis``."""
+
+
 def _private_redis(appendonly: bool) -> RedisServer:
     try:
         server = RedisServer(appendonly=appendonly)
     except RuntimeError as exc:
-        pytest.skip(str(exc))
+        raise RedisUnavailable(str(exc)) from None
     server.start()
     return server
 
@@ -146,6 +156,10 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.skipped and call.excinfo is not None and call.excinfo.errisinstance(RedisUnavailable):
+        # Skipped by a Redis fixture, marked or not (a session- or module-scoped fixture
+        # re-raises the same exception for every later test that needs it).
+        _guard.redis_tests.add(item.nodeid)
     factory = getattr(item, "funcargs", {}).get("feeds_server_factory")
     if report.failed and isinstance(factory, FeedsServerFactory) and factory.servers:
         report.sections.append(("feeds server logs", factory.logs()))
@@ -163,7 +177,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 class _RequireRedisGuard:
-    """With ``FEEDS_REQUIRE_REDIS=1``, a skipped ``redis`` test fails the session."""
+    """With ``FEEDS_REQUIRE_REDIS=1``, a skipped ``redis`` test fails the session: one marked
+    ``redis`` (whatever skipped it), or one a Redis fixture skipped (``RedisUnavailable``)."""
 
     def __init__(self) -> None:
         self.redis_tests: set[str] = set()

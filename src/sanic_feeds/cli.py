@@ -41,29 +41,42 @@ def _add_serve(sub: Any) -> None:
         description="Run the feed server. Every option also reads the environment variable "
         f"shown ({ENV_PREFIX}...) and the --config TOML file; the command line wins.",
     )
-    parser.add_argument("--config", metavar="FILE", help="TOML file of settings (env FEEDS_CONFIG)")
+    _add_config(parser)
     for f in fields(Settings):
-        default = f.default
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        parser.add_argument(
-            flag_of(f.name),
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper().removesuffix("_S"),
-            help=f"{f.metadata['help']} (env {env_of(f.name)}, default {shown!r})",
-        )
+        _add_setting(parser, f.name)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import os
+def _add_config(parser: Any) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings (env FEEDS_CONFIG)")
 
+
+def _add_setting(parser: Any, name: str) -> None:
+    """``--<flag>`` for the ``Settings`` field ``name``, with its help, variable and default."""
+    field = Settings.__dataclass_fields__[name]
+    shown = ",".join(field.default) if isinstance(field.default, tuple) else field.default
+    parser.add_argument(
+        flag_of(name),
+        dest=name,
+        default=None,
+        metavar=name.upper().removesuffix("_S"),
+        help=f"{field.metadata['help']} (env {env_of(name)}, default {shown!r})",
+    )
+
+
+def _load_settings(args: argparse.Namespace, names: Sequence[str]) -> Settings:
+    """The settings as ``serve`` reads them: ``names`` from the command line, over the
+    environment, over the ``--config`` file (or ``FEEDS_CONFIG``), over the defaults."""
     try:
-        settings = load_settings(
-            {f.name: getattr(args, f.name) for f in fields(Settings)},
+        return load_settings(
+            {name: getattr(args, name) for name in names},
             config_file=args.config or os.environ.get("FEEDS_CONFIG") or None,
         )
     except SettingsError as exc:
         _fail(str(exc), 2)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _load_settings(args, [f.name for f in fields(Settings)])
     scheme = urlsplit(settings.broker).scheme
     if scheme not in SUPPORTED_SCHEMES:
         _fail(f"unsupported broker URL {settings.broker!r}: use memory:// or redis://HOST:PORT/DB")
@@ -123,24 +136,37 @@ def _check_broker(url: str) -> None:
 # -- publish
 
 
+#: The settings ``publish --broker`` reads, like ``serve``: a publisher trims the channel's
+#: history to its size and TTL on every publish, so they must be the servers'.
+_PUBLISH_SETTINGS = ("broker", "history_size", "history_ttl_s")
+
+
 def _add_publish(sub: Any) -> None:
     parser = sub.add_parser(
         "publish",
         help="publish one message",
         description="Publish DATA (JSON if it parses, else the text) on CHANNEL, through the "
-        "HTTP API of a running server (--url) or straight through the broker (--broker).",
+        "HTTP API of a running server (--url) or straight through the broker (--broker). "
+        "Straight through the broker, the publish trims the channel's history to "
+        "--history-size messages and --history-ttl seconds: give it the servers' values. "
+        "Like serve, --broker and these read the environment variable shown and the "
+        "--config TOML file; the command line wins.",
     )
     parser.add_argument("channel")
     parser.add_argument("data")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--url", help="a server's base URL, e.g. http://127.0.0.1:8000")
-    target.add_argument("--broker", help=f"broker URL (env {ENV_PREFIX}BROKER)")
+    target.add_argument(
+        "--broker",
+        help=f"broker URL, redis://HOST:PORT/DB (env {env_of('broker')}, or broker in --config)",
+    )
     parser.add_argument("--api-key", help=f"the server's API key (env {ENV_PREFIX}API_KEY)")
+    _add_config(parser)
+    _add_setting(parser, "history_size")
+    _add_setting(parser, "history_ttl_s")
 
 
 def _publish(args: argparse.Namespace) -> int:
-    import os
-
     from .channels import validate_channel
     from .errors import BadChannel
     from .protocol import data_from_client_text
@@ -151,18 +177,34 @@ def _publish(args: argparse.Namespace) -> int:
         _fail(exc.message, 2)
     data, _ = data_from_client_text(args.data)
     if args.url:
+        given = [
+            flag
+            for flag, value in (
+                ("--config", args.config),
+                (flag_of("history_size"), args.history_size),
+                (flag_of("history_ttl_s"), args.history_ttl_s),
+            )
+            if value is not None
+        ]
+        if given:
+            _fail(
+                f"{', '.join(given)} only go with --broker: the server at --url publishes "
+                "with its own settings",
+                2,
+            )
         result = _publish_http(
             args.url, args.channel, data, args.api_key or os.environ.get(ENV_PREFIX + "API_KEY")
         )
     else:
-        broker = args.broker or os.environ.get(ENV_PREFIX + "BROKER") or ""
-        if not broker:
-            _fail(
-                "say where to publish: --url http://HOST:PORT or --broker redis://HOST:PORT/DB", 2
-            )
-        if broker.startswith("memory:"):
+        settings = _load_settings(args, _PUBLISH_SETTINGS)
+        if settings.broker.startswith("memory:"):
+            if args.broker is None and not os.environ.get(env_of("broker")):
+                _fail(
+                    "say where to publish: --url http://HOST:PORT or --broker redis://HOST:PORT/DB",
+                    2,
+                )
             _fail("memory:// lives inside the server's process: use --url http://HOST:PORT", 2)
-        result = asyncio.run(_publish_broker(broker, args.channel, data))
+        result = asyncio.run(_publish_broker(settings, args.channel, data))
     print(orjson.dumps(result).decode())
     return 0
 
@@ -190,11 +232,15 @@ def _publish_http(base_url: str, channel: str, data: Any, api_key: str | None) -
         _fail(f"cannot reach {base_url}: {reason}")
 
 
-async def _publish_broker(url: str, channel: str, data: Any) -> Any:
+async def _publish_broker(settings: Settings, channel: str, data: Any) -> Any:
     from .publisher import Publisher
 
     try:
-        async with Publisher(url) as publisher:
+        async with Publisher(
+            settings.broker,
+            history_size=settings.history_size,
+            history_ttl_s=settings.history_ttl_s,
+        ) as publisher:
             position = await publisher.publish(channel, data)
     except (BrokerUnavailable, ValueError) as exc:
         _fail(str(exc))

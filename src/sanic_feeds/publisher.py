@@ -78,9 +78,23 @@ class Publisher:
     instead. Leaving ``async with`` (or ``close()``) waits for the buffer to
     drain, within each publication's own ``retry_for_s``.
 
-    ``history_size`` and ``history_ttl_s`` must match the servers' settings,
-    since the publisher trims history as it appends. ``memory://`` works
-    only inside the process that serves it, so it is refused here.
+    ``history_size`` and ``history_ttl_s`` must be the servers' own
+    ``--history-size`` and ``--history-ttl``: every publish, from a server or
+    a publisher, trims the channel's history to the size it was given and
+    resets the history's expiry to the TTL it was given. The defaults (100
+    and 300) are the servers' defaults; a publisher left on them, next to
+    servers that keep more, cuts the history down at its first publish, and
+    clients can no longer recover what the servers promise. To use the
+    servers' values from their ``FEEDS_*`` environment variables::
+
+        from sanic_feeds.settings import load_settings
+
+        settings = load_settings()
+        pub = Publisher(url, history_size=settings.history_size,
+                        history_ttl_s=settings.history_ttl_s)
+
+    ``memory://`` works only inside the process that serves it, so it is
+    refused here.
     """
 
     def __init__(

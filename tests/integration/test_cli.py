@@ -354,6 +354,60 @@ async def test_publish_through_the_broker_reaches_a_subscriber(
     assert messages[0]["epoch"] == reply["epoch"]
 
 
+async def _long_history(redis_url: str, channel: str, count: int) -> None:
+    """``count`` messages on ``channel``, kept as servers run with ``--history-size 500
+    --history-ttl 3600`` keep them."""
+    async with Publisher(redis_url, history_size=500, history_ttl_s=3600) as pub:
+        for n in range(count):
+            await pub.publish(channel, n)
+
+
+async def _history_length_and_ttl(redis_url: str, channel: str) -> tuple[int, int]:
+    """(entries in the channel's history stream, the stream's TTL in seconds)."""
+    import redis.asyncio as aioredis
+
+    from sanic_feeds.brokers.redis import channel_keys
+
+    keys = channel_keys(channel)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return await client.xlen(keys.history), await client.ttl(keys.history)
+    finally:
+        await client.aclose()
+
+
+async def test_publish_through_the_broker_keeps_the_servers_history_from_the_environment(
+    redis_url: str,
+) -> None:
+    await _long_history(redis_url, "long", 300)
+    env = {"FEEDS_HISTORY_SIZE": "500", "FEEDS_HISTORY_TTL": "3600"}
+    status, out, err = await run_cli("publish", "long", "301", "--broker", redis_url, env=env)
+    assert (status, err) == (0, "")
+    assert orjson.loads(out)["offset"] == 301
+    length, ttl = await _history_length_and_ttl(redis_url, "long")
+    assert length == 301, "the publish trimmed the history to its own --history-size"
+    assert ttl > 3000, "the publish shortened the history's TTL"
+
+
+async def test_publish_through_the_broker_reads_history_from_the_config_file_and_options(
+    redis_url: str, tmp_path: Path
+) -> None:
+    await _long_history(redis_url, "long", 300)
+    config = tmp_path / "feeds.toml"
+    config.write_text(f'[feeds]\nbroker = "{redis_url}"\nhistory-size = 50\nhistory-ttl = 3600\n')
+    # The command line beats the file's history-size; the broker and the TTL are the file's.
+    status, _, err = await run_cli(
+        "publish", "long", "301", "--history-size", "500", env={"FEEDS_CONFIG": str(config)}
+    )
+    assert (status, err) == (0, "")
+    length, ttl = await _history_length_and_ttl(redis_url, "long")
+    assert (length, ttl > 3000) == (301, True)
+    status, _, err = await run_cli("publish", "long", "302", "--config", str(config))
+    assert (status, err) == (0, "")
+    length, ttl = await _history_length_and_ttl(redis_url, "long")
+    assert (length, ttl > 3000) == (50, True)
+
+
 async def test_publish_needs_the_servers_api_key_when_it_has_one(
     feeds_server_factory: Any,
 ) -> None:
@@ -454,12 +508,17 @@ async def test_subscribe_survives_a_server_restart_and_recovers_what_it_missed(
         (["publish", "bad channel!", "1", "--url", "http://127.0.0.1:{port}"], 2, "channel"),
         (["publish", "news", "1", "--broker", "memory://"], 2, "memory://"),
         (["publish", "news", "1"], 2, "--url"),
+        (["publish", "news", "1", "--url", "http://127.0.0.1:{port}", "--history-size", "500"],
+         2, "--history-size"),
+        (["publish", "news", "1", "--broker", "redis://127.0.0.1:{port}/0", "--history-ttl", "0"],
+         2, "--history-ttl"),
         (["subscribe", "news", "--url", "ws://127.0.0.1:{port}"], 1, "cannot subscribe"),
         (["subscribe", "bad channel!", "--url", "ws://127.0.0.1:{port}"], 2, "channel"),
     ],
     ids=[
         "publish-server-unreachable", "publish-broker-unreachable", "publish-bad-channel",
-        "publish-memory-broker", "publish-nowhere", "subscribe-server-unreachable",
+        "publish-memory-broker", "publish-nowhere", "publish-history-with-url",
+        "publish-bad-history-ttl", "subscribe-server-unreachable",
         "subscribe-bad-channel",
     ],
 )  # fmt: skip

