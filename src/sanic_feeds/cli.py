@@ -282,7 +282,7 @@ def _subscribe(args: argparse.Namespace) -> int:
 async def _print_events(base_url: str, channel: str, count: int) -> int:
     from websockets.exceptions import InvalidHandshake, InvalidURI
 
-    from .client import CommandFailed, FeedsClient, Subscribed
+    from .client import CommandFailed, FeedsClient, Subscribed, SubscriptionRefused
     from .protocol import Publication, WireFormat, encode_event, encode_subscribed
 
     client = FeedsClient(base_url)
@@ -310,6 +310,9 @@ async def _print_events(base_url: str, channel: str, count: int) -> int:
         raise  # our stdout, not the server: main() handles it
     except ConnectionError as exc:
         _fail(f"the connection to {client.url} ended: {exc}")
+    except SubscriptionRefused as exc:
+        # Back from a reconnect, the server would not take the channel again.
+        _fail(f"{client.url} refused {channel!r} after a reconnect: {exc}")
     finally:
         await client.close()
     return 0

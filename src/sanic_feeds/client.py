@@ -12,6 +12,11 @@ channel's messages once, in order, without a gap, or an explicit
                 print(event.offset, event.data)
             elif isinstance(event, Subscribed) and not event.recovered:
                 ...  # messages were missed: reload state from your source of truth
+
+A renewal the server refuses for now (its broker is reconnecting) is retried
+with backoff from the same position; one it refuses for good raises
+``SubscriptionRefused`` from the iteration, which can then go on with the
+other channels.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from .errors import ErrorCode, FeedsError
 from .protocol import Join, Leave, Publication, StreamPosition
 
-__all__ = ["ClientEvent", "CommandFailed", "FeedsClient", "Subscribed"]
+__all__ = ["ClientEvent", "CommandFailed", "FeedsClient", "Subscribed", "SubscriptionRefused"]
 
 log = logging.getLogger("sanic_feeds.client")
 
@@ -67,6 +72,25 @@ class CommandFailed(FeedsError):
         self.error_code = ErrorCode(code) if code in ErrorCode._value2member_map_ else None
 
 
+class SubscriptionRefused(CommandFailed):
+    """The server refused to renew ``channel`` after a reconnect, for a reason that
+    retrying does not cure (``bad_channel``, ``forbidden``, ``limit_exceeded``...).
+
+    Raised by the iteration over the client's events: the client no longer holds
+    ``channel`` and nothing more arrives on it. The other channels go on; iterate
+    again to keep reading them, and subscribe again once the cause is fixed.
+    """
+
+    def __init__(self, channel: str, code: str, message: str) -> None:
+        super().__init__(code, f"cannot resubscribe to {channel!r}: {message}")
+        self.channel = channel
+
+
+# Refusals that say "not now" rather than "never": a renewal refused so is tried
+# again, with backoff, on the same connection.
+_TRANSIENT = frozenset({ErrorCode.UNAVAILABLE.value, ErrorCode.RATE_LIMITED.value})
+
+
 class FeedsClient:
     """Client of a sanic-feeds server's ``/ws`` endpoint.
 
@@ -95,9 +119,19 @@ class FeedsClient:
         self._open_timeout_s = open_timeout_s
         self._command_timeout_s = command_timeout_s
         self._events: asyncio.Queue[ClientEvent | BaseException] = asyncio.Queue(max_buffered)
-        #: Subscribed channels and the last position delivered on each.
-        self._positions: dict[str, StreamPosition | None] = {}
+        #: Subscribed channels and the last position delivered on each; it only moves
+        #: forward within an epoch, so nothing already delivered is delivered again.
+        self._positions: dict[str, StreamPosition] = {}
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        #: The application's subscribe commands in flight: channel and ``since``, by id.
+        self._subscribing: dict[int, tuple[str, StreamPosition | None]] = {}
+        #: The client's own renewals in flight: channel and the backoff to use if
+        #: refused, by id. Ids from an earlier connection are never answered.
+        self._renewing: dict[int, tuple[str, float]] = {}
+        #: Channels held but not (yet) confirmed by the server on this connection.
+        self._unconfirmed: set[str] = set()
+        #: Refused renewals waiting out their backoff, by channel.
+        self._retries: dict[str, asyncio.Task[None]] = {}
         self._ids = itertools.count(1)
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
@@ -124,6 +158,7 @@ class FeedsClient:
 
     async def close(self) -> None:
         self._closed = True
+        self._cancel_retries()
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,17 +170,38 @@ class FeedsClient:
 
     async def subscribe(self, channel: str, since: StreamPosition | None = None) -> Subscribed:
         """Subscribe, optionally continuing after ``since``; kept across reconnects."""
-        reply = await self._command("subscribe", channel, **_since_fields(since))
-        self._positions[channel] = (
-            since
-            if reply["recovered"] and since is not None
-            else StreamPosition(reply["offset"], reply["epoch"])
-        )
+        if channel in self._positions:
+            # Also while a renewal waits to be retried: the server would take this
+            # one, and then refuse the renewal as a second subscription.
+            raise CommandFailed(ErrorCode.BAD_REQUEST, f"already subscribed to {channel!r}")
+        command_id = next(self._ids)
+        # The position is taken from the reply in _dispatch, not here: what follows
+        # the reply (recovered messages, live ones) is dispatched before this resumes.
+        self._subscribing[command_id] = (channel, since)
+        try:
+            reply = await self._command(
+                "subscribe", channel, command_id=command_id, **_since_fields(since)
+            )
+        finally:
+            self._subscribing.pop(command_id, None)
         return Subscribed(channel, reply["offset"], reply["epoch"], reply["recovered"])
 
     async def unsubscribe(self, channel: str) -> None:
         self._positions.pop(channel, None)
-        await self._command("unsubscribe", channel)
+        if (retry := self._retries.pop(channel, None)) is not None:
+            retry.cancel()
+        unconfirmed = channel in self._unconfirmed
+        self._unconfirmed.discard(channel)
+        in_flight = any(name == channel for name, _ in self._renewing.values())
+        if unconfirmed and not in_flight:
+            return  # the server does not hold it, and no renewal will ask for it
+        try:
+            await self._command("unsubscribe", channel)
+        except CommandFailed as exc:
+            # The server answers the renewal in flight first; if it refused that,
+            # there is nothing to unsubscribe from.
+            if not (unconfirmed and exc.error_code is ErrorCode.BAD_REQUEST):
+                raise
 
     async def publish(self, channel: str, data: Any) -> int:
         """Publish; returns the offset the server assigned."""
@@ -168,12 +224,15 @@ class FeedsClient:
         reply = await self._command("history", channel, **fields)
         return [_publication(event) for event in reply["messages"]]
 
-    async def _command(self, op: str, channel: str, **fields: Any) -> Any:
+    async def _command(
+        self, op: str, channel: str, *, command_id: int | None = None, **fields: Any
+    ) -> Any:
         await asyncio.wait_for(self._connected.wait(), self._command_timeout_s)
         ws = self._ws
         if ws is None:
             raise ConnectionError("not connected")
-        command_id = next(self._ids)
+        if command_id is None:
+            command_id = next(self._ids)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = reply
         try:
@@ -216,6 +275,10 @@ class FeedsClient:
                 log.info("connection closed (%s); reconnecting", code)
             self._connected.clear()
             self._ws = None
+            # Every channel must be confirmed again by the next connection.
+            self._unconfirmed = set(self._positions)
+            self._renewing.clear()
+            self._cancel_retries()
             for reply in self._pending.values():
                 if not reply.done():
                     reply.set_exception(ConnectionError("connection lost"))
@@ -235,12 +298,66 @@ class FeedsClient:
     async def _resubscribe(self, ws: ClientConnection) -> None:
         # Sent before the connection is announced, so that commands of the
         # application cannot overtake them.
-        for channel, position in list(self._positions.items()):
-            command: dict[str, Any] = {"op": "subscribe", "channel": channel}
-            command.update(_since_fields(position))
-            with contextlib.suppress(ConnectionClosed):
-                await ws.send(orjson.dumps(command).decode())
+        for channel in list(self._positions):
+            if channel in self._unconfirmed:  # unsubscribe() may run during a send
+                await self._renew(ws, channel, self._backoff_min_s)
         self._connected.set()
+
+    async def _renew(self, ws: ClientConnection, channel: str, backoff_s: float) -> None:
+        """Ask for ``channel`` again from the last position delivered. With an id, so
+        that a refusal can be told apart from one of another channel and retried."""
+        command_id = next(self._ids)
+        self._renewing[command_id] = (channel, backoff_s)
+        command = {"op": "subscribe", "channel": channel, "id": command_id}
+        command.update(_since_fields(self._positions[channel]))
+        with contextlib.suppress(ConnectionClosed):  # the connection loop reconnects
+            await ws.send(orjson.dumps(command).decode())
+
+    async def _renewed(self, channel: str, backoff_s: float, event: dict[str, Any]) -> None:
+        if channel not in self._unconfirmed:
+            return  # unsubscribed meanwhile: unsubscribe() deals with the server
+        if event.get("type") == "subscribed":
+            self._unconfirmed.discard(channel)
+            if not event["recovered"]:
+                self._advance(channel, StreamPosition(event["offset"], event["epoch"]))
+            await self._events.put(
+                Subscribed(channel, event["offset"], event["epoch"], event["recovered"], True)
+            )
+            return
+        code, message = str(event.get("code")), str(event.get("message"))
+        if code in _TRANSIENT:
+            # The position is kept, so the retry still recovers what was missed.
+            log.info("resubscribing to %r refused (%s); retrying", channel, code)
+            self._retry_later(channel, backoff_s)
+            return
+        log.warning("resubscribing to %r refused: %s: %s", channel, code, message)
+        self._unconfirmed.discard(channel)
+        del self._positions[channel]
+        await self._events.put(SubscriptionRefused(channel, code, message))
+
+    def _retry_later(self, channel: str, backoff_s: float) -> None:
+        ws = self._ws
+
+        async def retry() -> None:
+            # Jitter: every client refused during one outage would come back at once.
+            await asyncio.sleep(backoff_s * (0.5 + random.random()))
+            if self._retries.get(channel) is asyncio.current_task():
+                del self._retries[channel]
+            if ws is not None and ws is self._ws and channel in self._unconfirmed:
+                await self._renew(ws, channel, min(self._backoff_max_s, backoff_s * 2))
+
+        self._retries[channel] = asyncio.create_task(retry(), name=f"feeds-client-renew-{channel}")
+
+    def _cancel_retries(self) -> None:
+        for task in self._retries.values():
+            task.cancel()
+        self._retries.clear()
+
+    def _advance(self, channel: str, position: StreamPosition) -> None:
+        """Move ``channel`` to ``position`` unless it already stands further in that epoch."""
+        held = self._positions.get(channel)
+        if held is None or held.epoch != position.epoch or position.offset > held.offset:
+            self._positions[channel] = position
 
     async def _dispatch(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -248,33 +365,29 @@ class FeedsClient:
             pub = _publication(event)
             seen = self._positions.get(pub.channel)
             if seen is not None and seen.epoch == pub.epoch and pub.offset <= seen.offset:
-                return  # already delivered before a reconnect
-            if pub.channel in self._positions:
+                return  # already delivered (recovered again after a reconnect)
+            if seen is not None:
                 self._positions[pub.channel] = StreamPosition(pub.offset, pub.epoch)
             await self._events.put(pub)
         elif kind == "join":
             await self._events.put(Join(event["channel"], event["client"], event.get("info")))
         elif kind == "leave":
             await self._events.put(Leave(event["channel"], event["client"]))
+        elif "id" in event and (renewal := self._renewing.pop(event["id"], None)) is not None:
+            await self._renewed(*renewal, event)
         elif "id" in event and (reply := self._pending.get(event["id"])) is not None:
             if kind == "error":
                 reply.set_exception(CommandFailed(event["code"], event["message"]))
             else:
                 reply.set_result(event)
-            if kind == "subscribed":
+            if kind == "subscribed" and (asked := self._subscribing.get(event["id"])):
+                channel, since = asked
+                if not event["recovered"] or since is None:
+                    since = StreamPosition(event["offset"], event["epoch"])
+                self._advance(channel, since)
                 await self._events.put(
-                    Subscribed(
-                        event["channel"], event["offset"], event["epoch"], event["recovered"]
-                    )
+                    Subscribed(channel, event["offset"], event["epoch"], event["recovered"])
                 )
-        elif kind == "subscribed":
-            # A subscription this client renewed by itself after a reconnect.
-            channel = event["channel"]
-            if not event["recovered"] and channel in self._positions:
-                self._positions[channel] = StreamPosition(event["offset"], event["epoch"])
-            await self._events.put(
-                Subscribed(channel, event["offset"], event["epoch"], event["recovered"], True)
-            )
         elif kind == "error":
             log.warning("server error: %s: %s", event.get("code"), event.get("message"))
 
