@@ -23,6 +23,9 @@ def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level != "debug":
+        # A line for every connection that opens and closes is noise at info.
+        logging.getLogger("sanic_feeds.websocket.protocol").setLevel(logging.WARNING)
 
 
 def create_app(settings: Settings) -> Sanic[Any, Any]:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from sanic import Blueprint, Request, Sanic
@@ -99,13 +99,14 @@ class Feeds:
         app.enable_websocket()
         bp = Blueprint("feeds", url_prefix=self.url_prefix or None)
 
-        # Plain functions that return the endpoint's coroutine: one frame less
+        # Plain functions that return the session's coroutine: one frame less
         # held by every open connection.
         def feed(request: Request, channel: str) -> Coroutine[Any, Any, HTTPResponse | None]:
-            return self._feed_endpoint(request, channel)
+            since = request.ctx.since
+            return self._session(request, lambda conn: serve_feed(self, conn, channel, since))
 
         def multiplex(request: Request) -> Coroutine[Any, Any, HTTPResponse | None]:
-            return self._multiplex_endpoint(request)
+            return self._session(request, lambda conn: serve_multiplex(self, conn))
 
         for handler, uri in ((feed, "/feed/<channel:path>"), (multiplex, "/ws")):
             # Sanic accepts no response from a handler marked so.
@@ -217,24 +218,27 @@ class Feeds:
         self._upgrading.add(request)
         return None
 
-    async def _feed_endpoint(self, request: Request, channel: str) -> HTTPResponse | None:
+    async def _session(
+        self, request: Request, serve: Callable[[Connection], Awaitable[None]]
+    ) -> HTTPResponse | None:
+        """Upgrade the request's connection and ``serve`` it until it ends."""
         ws = self._upgrade(request)
         if isinstance(ws, HTTPResponse):
             return ws
         conn = self._open(request, ws)
         try:
-            await serve_feed(self, conn, channel, request.ctx.since)
-        finally:
-            await self._closed(conn)
-        return None
-
-    async def _multiplex_endpoint(self, request: Request) -> HTTPResponse | None:
-        ws = self._upgrade(request)
-        if isinstance(ws, HTTPResponse):
-            return ws
-        conn = self._open(request, ws)
-        try:
-            await serve_multiplex(self, conn)
+            await serve(conn)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if ws.io_proto is not None or task is None:
+                raise  # the server is stopping
+            # Sanic cancels the connection's task once its socket is gone:
+            # that is how this connection ended, not an error to report.
+            task.uncancel()
+        except Exception:
+            # Sanic would answer with an HTTP error page, into the WebSocket.
+            log.exception("connection %s failed", conn.id)
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await self._closed(conn)
         return None

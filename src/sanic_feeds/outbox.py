@@ -124,7 +124,11 @@ class Outbox:
         frames = self._frames
         frames.append(frame)
         if len(frames) > self._max_frames:
-            self.abort()
+            # Only frames the socket does not take count against the limit:
+            # a burst queued within one loop iteration goes out now if it can.
+            self.flush()
+            if len(frames) > self._max_frames:
+                self.abort()
             return
         if not self._scheduled:
             self._scheduled = True

@@ -44,6 +44,9 @@ from .outbox import WritableProtocol
 __all__ = ["IOProtocol", "Keepalive", "ServerWebSocket", "accept"]
 
 log = logging.getLogger("sanic_feeds.websocket")
+#: What ``websockets``' protocol logs: every frame at DEBUG, each connection's
+#: opening and end at INFO.
+protocol_log = logging.getLogger("sanic_feeds.websocket.protocol")
 
 #: Messages received but not yet read by the handler before the transport
 #: stops reading from the socket (TCP then pushes back on the client).
@@ -78,7 +81,7 @@ def accept(
         raise ConnectionError("the connection closed during the upgrade")
     # Sanic parsed the HTTP request already: the protocol starts OPEN, so that
     # its parser expects frames, and only checks the request and builds the answer.
-    ws_proto = ServerProtocol(max_size=max_message_bytes, state=State.OPEN, logger=log)
+    ws_proto = ServerProtocol(max_size=max_message_bytes, state=State.OPEN, logger=protocol_log)
     response = ws_proto.accept(Request(path, Headers(headers)))
     if response.status_code != 101:
         return response
@@ -129,40 +132,64 @@ class Keepalive:
     def _tick(self) -> None:
         now = self._loop.time()
         interval_s, timeout_s = self.interval_s, self.timeout_s
-        for ws in list(self._sockets):
-            sent_at = ws.ping_sent_at
-            if sent_at is None:
-                if now - ws.last_ping_at >= interval_s:
-                    ws.send_ping(now)
-            elif timeout_s is not None and now - sent_at >= timeout_s:
-                log.info("closing a connection whose peer did not answer a ping in time")
-                ws.fail_connection(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-        self._handle = self._loop.call_later(self._tick_s, self._tick) if self._sockets else None
+        try:
+            for ws in list(self._sockets):
+                if ws.ws_proto.state is not State.OPEN:
+                    # Closing already: nothing more to ask of it.
+                    self._sockets.discard(ws)
+                    continue
+                try:
+                    sent_at = ws.ping_sent_at
+                    if sent_at is None:
+                        if now - ws.last_ping_at >= interval_s:
+                            ws.send_ping(now)
+                    elif ws.reading_paused:
+                        # Its pong may be waiting unread behind our own backlog.
+                        continue
+                    elif timeout_s is not None and now - sent_at >= timeout_s:
+                        log.info("closing a connection whose peer did not answer a ping in time")
+                        self._sockets.discard(ws)
+                        ws.fail_connection(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                except Exception:
+                    # One broken connection must not stop keepalive for the others.
+                    log.exception("keepalive failed on a connection; dropping it")
+                    self._sockets.discard(ws)
+                    ws.fail_connection(CloseCode.INTERNAL_ERROR)
+        finally:
+            self._handle = (
+                self._loop.call_later(self._tick_s, self._tick) if self._sockets else None
+            )
 
 
 class ServerWebSocket:
     """An open WebSocket connection, after the handshake.
 
     :meth:`recv` returns each message (``str`` for text, ``bytes`` for
-    binary) and ``None`` once the connection is over, however it ended. The
-    ``fail_connection`` family closes without waiting and may be called from
-    any callback. Data frames are written by the caller straight to
+    binary) in order and ``None`` once the connection is over, however it
+    ended: messages the peer sent before its close frame are still returned
+    first, and the TCP connection is closed once they are read (or after
+    ``close_timeout_s``). The ``fail_connection`` family closes without
+    waiting, drops what was not read yet, and may be called from any
+    callback. Data frames are written by the caller straight to
     ``io_proto.transport`` (pre-encoded frames); control frames by this class.
     """
 
     __slots__ = (
         "_close_deadline",
         "_closed",
+        "_failed",
         "_fragments",
+        "_head",
         "_keepalive",
         "_messages",
-        "_paused",
+        "_ready_in_a_row",
         "_waiter",
         "close_timeout_s",
         "io_proto",
         "last_ping_at",
         "loop",
         "ping_sent_at",
+        "reading_paused",
         "ws_proto",
     )
 
@@ -181,19 +208,25 @@ class ServerWebSocket:
         self.close_timeout_s = close_timeout_s
         #: Waits for the end of the TCP connection, once someone waits for it.
         self._closed: asyncio.Future[None] | None = None
-        #: Complete messages the handler has not read yet, oldest first.
+        #: Complete messages received; those from ``_head`` on are not read yet.
         self._messages: list[str | bytes] = []
+        self._head = 0
         #: Frames of a fragmented message received so far.
         self._fragments: list[Frame] | None = None
+        #: True once this side failed the connection: nothing more is read.
+        self._failed = False
         #: The handler's recv(), while it waits.
         self._waiter: asyncio.Future[None] | None = None
+        #: recv() calls answered without waiting, since the last yield to the loop.
+        self._ready_in_a_row = 0
         #: True while reading is paused because the handler is behind.
-        self._paused = False
+        self.reading_paused = False
         #: Loop time the last keepalive ping left (or the connection opened).
         self.last_ping_at = self.loop.time()
         #: Loop time the outstanding ping left, until its pong arrives.
         self.ping_sent_at: float | None = None
-        #: Aborts the transport when a closing peer does not let it finish.
+        #: Closes the transport if the handler does not read to the end in time
+        #: (after the peer's close), then aborts it if the peer does not let it finish.
         self._close_deadline: asyncio.TimerHandle | None = None
         self._keepalive = keepalive
         if keepalive is not None:
@@ -203,26 +236,44 @@ class ServerWebSocket:
 
     async def recv(self) -> str | bytes | None:
         """The next message, or ``None`` once the connection is over."""
-        messages = self._messages
-        while not messages:
-            if self.ws_proto.state is not State.OPEN:
+        while self._head == len(self._messages):
+            if self.ws_proto.state is not State.OPEN or self._failed:
+                # Everything the peer sent is read: the TCP connection can go.
+                self._close_transport()
                 return None
+            self._ready_in_a_row = 0
             waiter = self._waiter = self.loop.create_future()
             try:
                 await waiter
             finally:
                 self._waiter = None
-        message = messages.pop(0)
-        if self._paused and len(messages) < _MAX_PENDING_MESSAGES // 2:
-            self._paused = False
+        messages = self._messages
+        message = messages[self._head]
+        self._head += 1
+        if self._head == len(messages):
+            messages.clear()
+            self._head = 0
+        if self.reading_paused and len(messages) - self._head < _MAX_PENDING_MESSAGES // 2:
+            self.reading_paused = False
             transport = self._transport()
             if transport is not None:
                 transport.resume_reading()
+        self._ready_in_a_row += 1
+        if self._ready_in_a_row >= _MAX_PENDING_MESSAGES:
+            # A client that pipelines many commands in one write must not hold
+            # the loop: let the flusher and the other connections run.
+            self._ready_in_a_row = 0
+            await asyncio.sleep(0)
         return message
 
     def fail_connection(self, code: int = CloseCode.INTERNAL_ERROR, reason: str = "") -> bool:
         """Send a close frame with ``code`` and close the TCP connection, without
-        waiting for the peer's answer. Idempotent; returns True."""
+        waiting for the peer's answer; what was received and not read yet is
+        dropped (RFC 6455 7.1.7). Idempotent; returns True."""
+        self._failed = True
+        self._messages.clear()
+        self._head = 0
+        self._fragments = None
         ws_proto = self.ws_proto
         if ws_proto.state is State.OPEN:
             with contextlib.suppress(InvalidState):  # the protocol moved on in between
@@ -257,24 +308,25 @@ class ServerWebSocket:
         for event in events:
             if isinstance(event, Frame):
                 self._on_frame(event)
+        unread = len(self._messages) - self._head
+        if unread >= _MAX_PENDING_MESSAGES and not self.reading_paused:
+            self.reading_paused = True
+            transport = self._transport()
+            if transport is not None:
+                transport.pause_reading()
         if ws_proto.close_expected():
-            # The peer sent a close frame (or broke the protocol): the server
-            # closes the TCP connection once its answer is written.
-            self._close_transport()
-        if self._messages:
-            if len(self._messages) >= _MAX_PENDING_MESSAGES and not self._paused:
-                self._paused = True
-                transport = self._transport()
-                if transport is not None:
-                    transport.pause_reading()
-            self._wake()
-        elif ws_proto.state is not State.OPEN:
+            # The peer sent its close frame (answered already) or broke the
+            # protocol. What came before it is still the handler's to read:
+            # recv() closes the TCP connection once it has, or the deadline does.
+            self._close_after_reading()
+        if unread or ws_proto.state is not State.OPEN:
             self._wake()
 
     def eof_received(self) -> bool:
         self.ws_proto.receive_eof()
+        self._close_after_reading()
         self._wake()
-        return False  # let the transport close itself
+        return True  # the transport stays open until recv() has read everything
 
     def connection_lost(self, exc: Exception | None) -> None:
         ws_proto = self.ws_proto
@@ -304,6 +356,8 @@ class ServerWebSocket:
                 transport.write(chunk)
 
     def _on_frame(self, frame: Frame) -> None:
+        if self._failed:
+            return
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
@@ -345,10 +399,16 @@ class ServerWebSocket:
         io_proto = self.io_proto
         return None if io_proto is None else io_proto.transport
 
+    def _close_after_reading(self) -> None:
+        if self._close_deadline is None and self._transport() is not None:
+            self._close_deadline = self.loop.call_later(self.close_timeout_s, self._close_transport)
+
     def _close_transport(self) -> None:
         transport = self._transport()
-        if transport is None or self._close_deadline is not None:
+        if transport is None or transport.is_closing():
             return
+        if self._close_deadline is not None:
+            self._close_deadline.cancel()
         # close() flushes what is buffered first; a peer that stops reading
         # would hold that forever, hence the deadline.
         transport.close()

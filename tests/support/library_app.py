@@ -12,6 +12,8 @@ mounts (``/feed``, ``/ws``, ``/api``, ``/health``, ``/ready``), it has routes of
 ``--url-prefix /live`` mounts the feed routes under ``/live`` (``Feeds(url_prefix=...)``); the
 app then answers ``GET /ready`` itself from ``feeds.ready``, as a user's own readiness probe
 would. ``--max-message-bytes N`` is passed to ``Feeds`` as a keyword option.
+``--broken-channel NAME`` makes every publish on NAME raise ``RuntimeError`` inside the
+server, as a bug would: for tests of how a connection's unexpected error is contained.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ def build_app(broker: str, url_prefix: str = "", **options: Any) -> tuple[Sanic[
     return app, feeds
 
 
+def break_channel(feeds: Feeds, broken: str) -> None:
+    publish = feeds.broker.publish
+
+    async def publish_or_fail(channel: str, data: Any, **kwargs: Any) -> Any:
+        if channel == broken:
+            raise RuntimeError(f"a bug publishing on {channel!r}")
+        return await publish(channel, data, **kwargs)
+
+    feeds.broker.publish = publish_or_fail  # type: ignore[method-assign]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -65,11 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--broker", default="memory://")
     parser.add_argument("--url-prefix", default="")
     parser.add_argument("--max-message-bytes", type=int)
+    parser.add_argument("--broken-channel")
     args = parser.parse_args(argv)
     options = {}
     if args.max_message_bytes is not None:
         options["max_message_bytes"] = args.max_message_bytes
-    app, _ = build_app(args.broker, args.url_prefix, **options)
+    app, feeds = build_app(args.broker, args.url_prefix, **options)
+    if args.broken_channel:
+        break_channel(feeds, args.broken_channel)
     app.run(host=args.host, port=args.port, single_process=True, access_log=False, motd=False)
     return 0
 

@@ -74,8 +74,10 @@ async def test_nothing_is_written_once_the_closing_handshake_started() -> None:
     assert box.queued == 0
 
 
-async def test_overflow_aborts_once_and_drops_the_queue() -> None:
+async def test_overflow_of_a_socket_that_does_not_drain_aborts_once_and_drops_the_queue() -> None:
     protocol, session = Writes(), FakeSession()
+    assert protocol.transport is not None
+    protocol.transport.buffered = 100_000  # over the high-water mark: the peer is not reading
     aborted: list[bool] = []
     box = Outbox(
         protocol, Flusher(asyncio.get_running_loop()), 2, lambda: aborted.append(True),
@@ -86,3 +88,19 @@ async def test_overflow_aborts_once_and_drops_the_queue() -> None:
     await asyncio.sleep(0)
     assert aborted == [True]
     assert protocol.calls == []
+
+
+async def test_a_burst_longer_than_the_queue_goes_out_when_the_socket_takes_it() -> None:
+    # A client that pipelines many commands gets many replies within one loop
+    # iteration: they wait for the flusher, not for the client, and count not.
+    protocol, session = Writes(), FakeSession()
+    aborted: list[bool] = []
+    box = Outbox(
+        protocol, Flusher(asyncio.get_running_loop()), 2, lambda: aborted.append(True),
+        session=session,
+    )  # fmt: skip
+    for frame in (b"1", b"2", b"3", b"4", b"5"):
+        box.put(frame)
+    await asyncio.sleep(0)
+    assert aborted == []
+    assert b"".join(protocol.calls) == b"12345"

@@ -4,6 +4,7 @@ messages and control frames out, keepalive, closing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -260,3 +261,92 @@ def test_keepalive_refuses_a_period_that_is_not_positive() -> None:
             Keepalive(loop, interval_s=0, timeout_s=1)
     finally:
         loop.close()
+
+
+async def test_messages_sent_just_before_the_close_frame_are_read_before_tcp_closes() -> None:
+    # One read holds a message and the peer's close: the message is still
+    # the handler's, and the TCP connection stays open until it was read.
+    ws, io_proto, peer = open_socket()
+    transport = io_proto.transport
+    assert transport is not None
+    ws.data_received(
+        peer.send(lambda p: p.send_text(b"last words")) + peer.send(lambda p: p.send_close(1000))
+    )
+    [close] = peer.received()
+    assert Close.parse(close.data).code == 1000  # answered at once
+    assert not transport.closing
+    assert await ws.recv() == "last words"
+    assert not transport.closing
+    assert await ws.recv() is None
+    assert transport.closing
+
+
+async def test_a_handler_that_never_reads_again_has_the_tcp_connection_closed_anyway() -> None:
+    ws, io_proto, peer = open_socket()
+    ws.close_timeout_s = 0.01
+    ws.data_received(peer.send(lambda p: p.send_text(b"x")) + peer.send(lambda p: p.send_close()))
+    await asyncio.sleep(0.05)
+    assert io_proto.transport is not None and io_proto.transport.closing
+
+
+async def test_messages_before_a_half_close_are_read_then_recv_ends() -> None:
+    ws, io_proto, peer = open_socket()
+    ws.data_received(peer.send(lambda p: p.send_text(b"before eof")))
+    assert ws.eof_received() is True  # keep the transport until they are read
+    assert await ws.recv() == "before eof"
+    assert await ws.recv() is None
+    assert io_proto.transport is not None and io_proto.transport.closing
+
+
+async def test_failing_the_connection_drops_what_was_not_read_and_what_follows() -> None:
+    ws, _, peer = open_socket()
+    ws.data_received(peer.send(lambda p: p.send_text(b"read")))
+    ws.data_received(
+        peer.send(lambda p: p.send_text(b"\xff"))  # invalid UTF-8: fails with 1007
+        + peer.send(lambda p: p.send_text(b"after the failure"))
+    )
+    assert await ws.recv() is None
+    ws.data_received(peer.send(lambda p: p.send_text(b"later still")))
+    assert await ws.recv() is None
+
+
+async def test_a_long_pipelined_burst_lets_the_loop_run_while_it_is_read() -> None:
+    ws, _, peer = open_socket()
+    burst = b"".join(peer.send(lambda p, n=n: p.send_text(str(n).encode())) for n in range(100))
+    ws.data_received(burst)
+    others_ran = asyncio.Event()
+    asyncio.get_running_loop().call_soon(others_ran.set)
+    received: list[str | bytes] = []
+    while len(received) < 100:
+        message = await ws.recv()
+        assert message is not None
+        received.append(message)
+        if len(received) == 50:
+            assert others_ran.is_set(), "recv() held the loop for 50 messages"
+    assert received == [str(n) for n in range(100)]
+
+
+async def test_keepalive_gives_up_a_silent_connection_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keepalive = Keepalive(asyncio.get_running_loop(), interval_s=0.02, timeout_s=0.02)
+    ws, _, peer = open_socket(keepalive)
+    with caplog.at_level(logging.INFO, logger="sanic_feeds.websocket"):
+        await asyncio.sleep(0.2)  # many ticks; the transport never reports the close
+    given_up = [r for r in caplog.records if "did not answer a ping" in r.getMessage()]
+    assert len(given_up) == 1
+    [close] = [f for f in peer.received() if f.opcode is Opcode.CLOSE]
+    assert Close.parse(close.data).code == 1011
+    assert ws.ws_proto.state is not State.OPEN
+    keepalive.close()
+
+
+async def test_keepalive_waits_for_a_pong_stuck_behind_a_paused_read() -> None:
+    keepalive = Keepalive(asyncio.get_running_loop(), interval_s=0.02, timeout_s=0.03)
+    ws, _, peer = open_socket(keepalive)
+    for n in range(16):  # the handler is behind: reading pauses
+        ws.data_received(peer.send(lambda p, n=n: p.send_text(str(n).encode())))
+    assert ws.reading_paused
+    await asyncio.sleep(0.15)
+    assert ws.ws_proto.state is State.OPEN
+    keepalive.close()
