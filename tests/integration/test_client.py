@@ -33,6 +33,17 @@ async def _collect(client: FeedsClient, into: list[Any]) -> None:
             into.append(refused)
 
 
+async def _restart_and_wait_resubscribed(server: Any, events: list[Any]) -> None:
+    """Kill the client's server, start it again, and wait for the client to renew."""
+    server.kill()
+    await asyncio.to_thread(server.start)
+    await wait_until(
+        lambda: any(isinstance(e, Subscribed) and e.resumed for e in events),
+        timeout_s=30,
+        what="the client to resubscribe",
+    )
+
+
 def _offsets(events: list[Any], channel: str) -> list[int]:
     return [e.offset for e in events if isinstance(e, Publication) and e.channel == channel]
 
@@ -268,13 +279,7 @@ async def test_messages_recovered_by_subscribe_since_are_not_delivered_again_aft
         collecting = asyncio.create_task(_collect(client, events))
         await wait_until(lambda: len(_offsets(events, "ticks")) >= 5, what="the recovered ones")
 
-        server.kill()
-        await asyncio.to_thread(server.start)
-        await wait_until(
-            lambda: any(isinstance(e, Subscribed) and e.resumed for e in events),
-            timeout_s=30,
-            what="the client to resubscribe",
-        )
+        await _restart_and_wait_resubscribed(server, events)
         status, body = await publish_http(server.url, "ticks", 11)
         assert status == 200, body
         await wait_until(lambda: 11 in _offsets(events, "ticks"), what="the live message")
@@ -323,13 +328,7 @@ async def test_live_messages_right_after_a_fresh_subscribe_are_not_delivered_aga
         collecting = asyncio.create_task(_collect(client, events))
         await wait_until(lambda: len(_offsets(events, "live")) >= 3, what="the live messages")
 
-        server.kill()
-        await asyncio.to_thread(server.start)
-        await wait_until(
-            lambda: any(isinstance(e, Subscribed) and e.resumed for e in events),
-            timeout_s=30,
-            what="the client to resubscribe",
-        )
+        await _restart_and_wait_resubscribed(server, events)
         status, body = await publish_http(server.url, "live", 3)
         assert status == 200, body
         await wait_until(lambda: 5 in _offsets(events, "live"), what="the message after it")
