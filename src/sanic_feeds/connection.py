@@ -26,7 +26,7 @@ class WebSocket(Protocol):
 
     async def recv(self) -> str | bytes | None: ...
 
-    def fail_connection(self, code: int = 1011, reason: str = "") -> bool: ...
+    def start_closing(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 def new_client_id() -> str:
@@ -108,4 +108,4 @@ class Connection:
             self.outbox.flush()
             self.outbox.close()
         # Wakes the handler's receive() too.
-        self.ws.fail_connection(int(code), reason)
+        self.ws.start_closing(int(code), reason)

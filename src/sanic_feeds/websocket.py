@@ -48,6 +48,11 @@ log = logging.getLogger("sanic_feeds.websocket")
 #: opening and end at INFO.
 protocol_log = logging.getLogger("sanic_feeds.websocket.protocol")
 
+#: How long a peer has to answer our close frame, and then to let the TCP
+#: connection finish, before it is cut off. A client that reads answers in
+#: milliseconds; this bounds what one that does not can hold at shutdown.
+_CLOSE_TIMEOUT_S = 2.0
+
 #: Messages received but not yet read by the handler before the transport
 #: stops reading from the socket (TCP then pushes back on the client).
 _MAX_PENDING_MESSAGES = 16
@@ -67,7 +72,7 @@ def accept(
     *,
     max_message_bytes: int,
     keepalive: Keepalive | None,
-    close_timeout_s: float = 10.0,
+    close_timeout_s: float = _CLOSE_TIMEOUT_S,
 ) -> ServerWebSocket | Response:
     """Answer an upgrade request on ``io_proto``'s connection.
 
@@ -167,16 +172,25 @@ class ServerWebSocket:
     :meth:`recv` returns each message (``str`` for text, ``bytes`` for
     binary) in order and ``None`` once the connection is over, however it
     ended: messages the peer sent before its close frame are still returned
-    first, and the TCP connection is closed once they are read (or after
-    ``close_timeout_s``). The ``fail_connection`` family closes without
-    waiting, drops what was not read yet, and may be called from any
-    callback. Data frames are written by the caller straight to
-    ``io_proto.transport`` (pre-encoded frames); control frames by this class.
+    first.
+
+    The TCP connection closes once both sides are done: the peer's close frame
+    (or EOF) came and the handler read what preceded it. :meth:`start_closing`
+    sends a close frame and drops what was not read, then waits for the peer's
+    answer; closing TCP under a peer that is still sending would reset the
+    connection, and the peer could lose the close frame with its code. A peer
+    that does not finish is cut off after ``close_timeout_s``.
+    :meth:`fail_connection` closes TCP at once. Neither waits, and both may be
+    called from any callback.
+
+    Data frames are written by the caller straight to ``io_proto.transport``
+    (pre-encoded frames); control frames by this class.
     """
 
     __slots__ = (
         "_close_deadline",
         "_closed",
+        "_eof",
         "_failed",
         "_fragments",
         "_head",
@@ -213,8 +227,10 @@ class ServerWebSocket:
         self._head = 0
         #: Frames of a fragmented message received so far.
         self._fragments: list[Frame] | None = None
-        #: True once this side failed the connection: nothing more is read.
+        #: True once this side started closing: nothing more is read.
         self._failed = False
+        #: True once the peer ended its side of the TCP connection.
+        self._eof = False
         #: The handler's recv(), while it waits.
         self._waiter: asyncio.Future[None] | None = None
         #: recv() calls answered without waiting, since the last yield to the loop.
@@ -238,8 +254,7 @@ class ServerWebSocket:
         """The next message, or ``None`` once the connection is over."""
         while self._head == len(self._messages):
             if self.ws_proto.state is not State.OPEN or self._failed:
-                # Everything the peer sent is read: the TCP connection can go.
-                self._close_transport()
+                self._settle()
                 return None
             self._ready_in_a_row = 0
             waiter = self._waiter = self.loop.create_future()
@@ -266,10 +281,10 @@ class ServerWebSocket:
             await asyncio.sleep(0)
         return message
 
-    def fail_connection(self, code: int = CloseCode.INTERNAL_ERROR, reason: str = "") -> bool:
-        """Send a close frame with ``code`` and close the TCP connection, without
-        waiting for the peer's answer; what was received and not read yet is
-        dropped (RFC 6455 7.1.7). Idempotent; returns True."""
+    def start_closing(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Send a close frame with ``code`` and drop what was received and not read
+        yet (RFC 6455 7.1.7); the TCP connection closes when the peer answers.
+        Idempotent."""
         self._failed = True
         self._messages.clear()
         self._head = 0
@@ -279,18 +294,32 @@ class ServerWebSocket:
             with contextlib.suppress(InvalidState):  # the protocol moved on in between
                 ws_proto.send_close(code, reason)
             self.write_pending()
-        self._close_transport()
+        if self.reading_paused:
+            # The peer's answer must be read to be seen.
+            self.reading_paused = False
+            transport = self._transport()
+            if transport is not None:
+                transport.resume_reading()
+        self._settle()
         self._wake()
+
+    def fail_connection(self, code: int = CloseCode.INTERNAL_ERROR, reason: str = "") -> bool:
+        """:meth:`start_closing`, and close the TCP connection now, without waiting
+        for the peer: for a peer that stopped answering, or a server that stops."""
+        self.start_closing(code, reason)
+        self._close_transport()
         return True
 
     def end_connection(self, code: int = CloseCode.NORMAL, reason: str = "") -> bool:
         """What Sanic calls when the connection's HTTP task ends."""
-        return self.fail_connection(code, reason)
+        self.start_closing(code, reason)
+        return True
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close with ``code`` and wait (at most ``close_timeout_s``) for the TCP
-        connection to end. Sanic calls it on every connection when it stops."""
-        self.fail_connection(code, reason)
+        """Close with ``code`` and wait for the TCP connection to end: the peer has
+        ``close_timeout_s`` to answer, then as long again before the connection is
+        aborted. Sanic calls it on every connection when it stops."""
+        self.start_closing(code, reason)
         if self.io_proto is None:
             return
         if self._closed is None:
@@ -314,17 +343,17 @@ class ServerWebSocket:
             transport = self._transport()
             if transport is not None:
                 transport.pause_reading()
-        if ws_proto.close_expected():
-            # The peer sent its close frame (answered already) or broke the
-            # protocol. What came before it is still the handler's to read:
-            # recv() closes the TCP connection once it has, or the deadline does.
-            self._close_after_reading()
+        if ws_proto.state is not State.OPEN:
+            # Closing: the peer's close frame (answered already), or ours, or a
+            # broken protocol. What came before it is still the handler's to read.
+            self._settle()
         if unread or ws_proto.state is not State.OPEN:
             self._wake()
 
     def eof_received(self) -> bool:
+        self._eof = True
         self.ws_proto.receive_eof()
-        self._close_after_reading()
+        self._settle()
         self._wake()
         return True  # the transport stays open until recv() has read everything
 
@@ -346,7 +375,7 @@ class ServerWebSocket:
     # -- internals
 
     def write_pending(self) -> None:
-        """Write what the protocol produced (handshake response, pong, close)."""
+        """Write what the protocol produced (pong, close frame, end of stream)."""
         chunks = self.ws_proto.data_to_send()
         transport = self._transport()
         if transport is None or not chunks:
@@ -354,6 +383,10 @@ class ServerWebSocket:
         for chunk in chunks:
             if chunk:
                 transport.write(chunk)
+            elif transport.can_write_eof():
+                # The protocol's end of stream: half-close, so that the peer
+                # sees it and closes, while what it still sends is read.
+                transport.write_eof()
 
     def _on_frame(self, frame: Frame) -> None:
         if self._failed:
@@ -388,7 +421,7 @@ class ServerWebSocket:
         try:
             self._messages.append(bytes(data).decode())
         except UnicodeDecodeError:
-            self.fail_connection(1007, "invalid UTF-8 in a text frame")
+            self.start_closing(1007, "invalid UTF-8 in a text frame")
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -399,8 +432,13 @@ class ServerWebSocket:
         io_proto = self.io_proto
         return None if io_proto is None else io_proto.transport
 
-    def _close_after_reading(self) -> None:
-        if self._close_deadline is None and self._transport() is not None:
+    def _settle(self) -> None:
+        """Close the TCP connection once the peer is done and its messages are read;
+        until then, closing has a deadline."""
+        peer_done = self._eof or self.ws_proto.close_rcvd is not None
+        if peer_done and (self._failed or self._head == len(self._messages)):
+            self._close_transport()
+        elif self._close_deadline is None and self._transport() is not None:
             self._close_deadline = self.loop.call_later(self.close_timeout_s, self._close_transport)
 
     def _close_transport(self) -> None:

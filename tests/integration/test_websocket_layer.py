@@ -4,6 +4,7 @@ client sends just before closing, pipelined commands, an error inside the server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -144,3 +145,22 @@ async def test_an_error_inside_the_server_closes_that_connection_1011_and_nothin
     async with connect(f"{app.ws_url}/feed/fine") as other:
         await other.send("still here")
         assert [m["data"] for m in await recv_messages(bystander, 1)] == ["still here"]
+
+
+async def test_a_client_closed_while_it_keeps_sending_still_gets_the_close_code(
+    feeds_server_factory: Any,
+) -> None:
+    # Closing TCP while the client's frames still arrive makes the kernel reset
+    # the connection, and the client, reading only later, loses the close frame.
+    server = feeds_server_factory("memory://", args=["--rate-limit", "1", "--rate-burst", "1"])
+    for _ in range(3):
+        client = await RawClient(f"{server.ws_url}/feed/flood").open()
+        with contextlib.suppress(OSError):
+            for n in range(300):  # for about 0.3 s, reading nothing
+                client.writer.write(client.frames(lambda p, n=n: p.send_text(b"%d" % n)))
+                await client.writer.drain()
+                await asyncio.sleep(0.001)
+        frames = await client.read_frames(has_close)
+        assert has_close(frames), "the connection ended without a close frame"
+        assert Close.parse(frames[-1].data).code == 1008
+        client.close()

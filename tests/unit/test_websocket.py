@@ -31,6 +31,7 @@ class FakeTransport(asyncio.Transport):
         self.closing = False
         self.aborted = False
         self.reading = True
+        self.eof_written = False
 
     def write(self, data: Any) -> None:
         self.written.append(bytes(data))
@@ -43,6 +44,12 @@ class FakeTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self.aborted = self.closing = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -141,7 +148,30 @@ async def test_invalid_utf8_closes_1007() -> None:
     assert await ws.recv() is None
     [close] = peer.received()
     assert Close.parse(close.data).code == 1007
-    assert io_proto.transport is not None and io_proto.transport.closing
+    transport = io_proto.transport
+    assert transport is not None and not transport.closing  # the peer answers first
+    ws.data_received(peer.send(lambda p: None))  # its answer to the close frame
+    assert transport.closing
+
+
+async def test_start_closing_waits_for_the_peers_answer_before_closing_tcp() -> None:
+    # Closing TCP under a peer that is still sending resets the connection, and
+    # the peer can lose the close frame with its code.
+    ws, io_proto, peer = open_socket()
+    waiting = asyncio.create_task(ws.recv())
+    await asyncio.sleep(0)
+    ws.start_closing(1008, "too fast")
+    assert await waiting is None
+    transport = io_proto.transport
+    assert transport is not None and not transport.closing
+    # The peer goes on sending before it has seen the close: read and dropped.
+    ws.data_received(peer.send(lambda p: p.send_text(b"still publishing")))
+    assert not transport.closing
+    [close] = peer.received()
+    assert Close.parse(close.data) == Close(1008, "too fast")
+    ws.data_received(peer.send(lambda p: None))  # its answer to the close frame
+    assert transport.eof_written and transport.closing
+    assert await ws.recv() is None
 
 
 async def test_a_frame_over_the_limit_closes_1009() -> None:
@@ -170,7 +200,7 @@ async def test_a_close_frame_is_answered_the_tcp_connection_closed_and_recv_ends
     assert io_proto.transport is not None and io_proto.transport.closing
 
 
-async def test_fail_connection_sends_the_code_closes_and_wakes_recv() -> None:
+async def test_fail_connection_sends_the_code_closes_at_once_and_wakes_recv() -> None:
     ws, io_proto, peer = open_socket()
     waiting = asyncio.create_task(ws.recv())
     await asyncio.sleep(0)
