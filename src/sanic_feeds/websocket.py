@@ -190,8 +190,8 @@ class ServerWebSocket:
     __slots__ = (
         "_close_deadline",
         "_closed",
+        "_closing",
         "_eof",
-        "_failed",
         "_fragments",
         "_head",
         "_keepalive",
@@ -228,7 +228,7 @@ class ServerWebSocket:
         #: Frames of a fragmented message received so far.
         self._fragments: list[Frame] | None = None
         #: True once this side started closing: nothing more is read.
-        self._failed = False
+        self._closing = False
         #: True once the peer ended its side of the TCP connection.
         self._eof = False
         #: The handler's recv(), while it waits.
@@ -253,7 +253,7 @@ class ServerWebSocket:
     async def recv(self) -> str | bytes | None:
         """The next message, or ``None`` once the connection is over."""
         while self._head == len(self._messages):
-            if self.ws_proto.state is not State.OPEN or self._failed:
+            if self.ws_proto.state is not State.OPEN or self._closing:
                 self._settle()
                 return None
             self._ready_in_a_row = 0
@@ -269,10 +269,7 @@ class ServerWebSocket:
             messages.clear()
             self._head = 0
         if self.reading_paused and len(messages) - self._head < _MAX_PENDING_MESSAGES // 2:
-            self.reading_paused = False
-            transport = self._transport()
-            if transport is not None:
-                transport.resume_reading()
+            self._resume_reading()
         self._ready_in_a_row += 1
         if self._ready_in_a_row >= _MAX_PENDING_MESSAGES:
             # A client that pipelines many commands in one write must not hold
@@ -285,7 +282,7 @@ class ServerWebSocket:
         """Send a close frame with ``code`` and drop what was received and not read
         yet (RFC 6455 7.1.7); the TCP connection closes when the peer answers.
         Idempotent."""
-        self._failed = True
+        self._closing = True
         self._messages.clear()
         self._head = 0
         self._fragments = None
@@ -295,11 +292,7 @@ class ServerWebSocket:
                 ws_proto.send_close(code, reason)
             self.write_pending()
         if self.reading_paused:
-            # The peer's answer must be read to be seen.
-            self.reading_paused = False
-            transport = self._transport()
-            if transport is not None:
-                transport.resume_reading()
+            self._resume_reading()  # the peer's answer must be read to be seen
         self._settle()
         self._wake()
 
@@ -389,7 +382,7 @@ class ServerWebSocket:
                 transport.write_eof()
 
     def _on_frame(self, frame: Frame) -> None:
-        if self._failed:
+        if self._closing:
             return
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
@@ -432,11 +425,17 @@ class ServerWebSocket:
         io_proto = self.io_proto
         return None if io_proto is None else io_proto.transport
 
+    def _resume_reading(self) -> None:
+        self.reading_paused = False
+        transport = self._transport()
+        if transport is not None:
+            transport.resume_reading()
+
     def _settle(self) -> None:
         """Close the TCP connection once the peer is done and its messages are read;
         until then, closing has a deadline."""
         peer_done = self._eof or self.ws_proto.close_rcvd is not None
-        if peer_done and (self._failed or self._head == len(self._messages)):
+        if peer_done and (self._closing or self._head == len(self._messages)):
             self._close_transport()
         elif self._close_deadline is None and self._transport() is not None:
             self._close_deadline = self.loop.call_later(self.close_timeout_s, self._close_transport)
