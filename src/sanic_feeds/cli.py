@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .brokers import SUPPORTED_SCHEMES
+from .brokers import SUPPORTED_SCHEMES, redact_url
 from .errors import BrokerUnavailable
-from .protocol import StreamPosition
+from .events import StreamPosition
 from .settings import ENV_PREFIX, Settings, SettingsError, env_of, flag_of, load_settings
 
 __all__ = ["main"]
@@ -89,28 +89,9 @@ def _serve(args: argparse.Namespace) -> int:
     if scheme != "memory":
         _check_broker(settings.broker)
 
-    from sanic import Sanic
-    from sanic.worker.loader import AppLoader
+    from .server.app import run
 
-    from .app import configure_logging, create_app, create_app_from_env, settings_to_env
-
-    configure_logging(settings)
-
-    run_options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "access_log": False,
-        "motd": False,
-    }
-    if settings.workers == 1:
-        app = create_app(settings)
-        app.run(single_process=True, **run_options)
-        return 0
-    settings_to_env(settings)
-    loader = AppLoader(factory=create_app_from_env)
-    app = loader.load()
-    app.prepare(workers=settings.workers, **run_options)
-    Sanic.serve(primary=app, app_loader=loader)
+    run(settings)
     return 0
 
 
@@ -128,9 +109,7 @@ def _check_broker(url: str) -> None:
     try:
         asyncio.run(ping())
     except Exception as exc:
-        from .extension import _redact  # no password on the terminal
-
-        _fail(f"cannot reach the broker at {_redact(url)}: {exc}")
+        _fail(f"cannot reach the broker at {redact_url(url)}: {exc}")
 
 
 # -- publish
@@ -167,9 +146,9 @@ def _add_publish(sub: Any) -> None:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from .channels import validate_channel
+    from .codec import data_from_client_text
     from .errors import BadChannel
-    from .protocol import data_from_client_text
+    from .names import validate_channel
 
     try:
         validate_channel(args.channel)
@@ -266,8 +245,8 @@ def _add_subscribe(sub: Any) -> None:
 
 
 def _subscribe(args: argparse.Namespace) -> int:
-    from .channels import validate_channel
     from .errors import BadChannel
+    from .names import validate_channel
 
     try:
         validate_channel(args.channel)
@@ -283,7 +262,8 @@ async def _print_events(base_url: str, channel: str, count: int) -> int:
     from websockets.exceptions import InvalidHandshake, InvalidURI
 
     from .client import CommandFailed, FeedsClient, Subscribed, SubscriptionRefused
-    from .protocol import Publication, WireFormat, encode_event, encode_subscribed
+    from .codec import WireFormat, encode_event, encode_subscribed
+    from .events import Publication
 
     client = FeedsClient(base_url)
     try:

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,8 +34,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from .backoff import Backoff
 from .errors import ErrorCode, FeedsError
-from .protocol import Join, Leave, Publication, StreamPosition
+from .events import Join, Leave, Publication, StreamPosition
 
 __all__ = ["ClientEvent", "CommandFailed", "FeedsClient", "Subscribed", "SubscriptionRefused"]
 
@@ -127,7 +127,7 @@ class FeedsClient:
         self._subscribing: dict[int, tuple[str, StreamPosition | None]] = {}
         #: The client's own renewals in flight: channel and the backoff to use if
         #: refused, by id. Ids from an earlier connection are never answered.
-        self._renewing: dict[int, tuple[str, float]] = {}
+        self._renewing: dict[int, tuple[str, Backoff]] = {}
         #: Channels held but not (yet) confirmed by the server on this connection.
         self._unconfirmed: set[str] = set()
         #: Refused renewals waiting out their backoff, by channel.
@@ -257,8 +257,11 @@ class FeedsClient:
 
     # -- the connection loop
 
+    def _new_backoff(self) -> Backoff:
+        return Backoff(self._backoff_min_s, self._backoff_max_s)
+
     async def _run(self) -> None:
-        delay_s = self._backoff_min_s
+        backoff = self._new_backoff()
         resumed = False
         while True:
             ws = self._ws
@@ -271,7 +274,8 @@ class FeedsClient:
                     code = 1000
                 except ConnectionClosed as closed:
                     code = closed.rcvd.code if closed.rcvd else 1006
-                delay_s = self._backoff_min_s if code == 1013 else delay_s
+                if code == 1013:
+                    backoff.reset()  # told to come back with since: no reason to wait
                 log.info("connection closed (%s); reconnecting", code)
             self._connected.clear()
             self._ws = None
@@ -286,8 +290,7 @@ class FeedsClient:
                 await self._events.put(ConnectionError("connection closed"))
                 return
             # Jitter spreads the reconnects of many clients after a restart.
-            await asyncio.sleep(delay_s * (0.5 + random.random()))
-            delay_s = min(self._backoff_max_s, delay_s * 2)
+            await asyncio.sleep(backoff.next_delay_s())
             try:
                 self._ws = await connect(self.url, open_timeout=self._open_timeout_s, max_size=None)
             except (OSError, InvalidHandshake, TimeoutError) as exc:
@@ -300,20 +303,20 @@ class FeedsClient:
         # application cannot overtake them.
         for channel in list(self._positions):
             if channel in self._unconfirmed:  # unsubscribe() may run during a send
-                await self._renew(ws, channel, self._backoff_min_s)
+                await self._renew(ws, channel, self._new_backoff())
         self._connected.set()
 
-    async def _renew(self, ws: ClientConnection, channel: str, backoff_s: float) -> None:
+    async def _renew(self, ws: ClientConnection, channel: str, backoff: Backoff) -> None:
         """Ask for ``channel`` again from the last position delivered. With an id, so
         that a refusal can be told apart from one of another channel and retried."""
         command_id = next(self._ids)
-        self._renewing[command_id] = (channel, backoff_s)
+        self._renewing[command_id] = (channel, backoff)
         command = {"op": "subscribe", "channel": channel, "id": command_id}
         command.update(_since_fields(self._positions[channel]))
         with contextlib.suppress(ConnectionClosed):  # the connection loop reconnects
             await ws.send(orjson.dumps(command).decode())
 
-    async def _renewed(self, channel: str, backoff_s: float, event: dict[str, Any]) -> None:
+    async def _renewed(self, channel: str, backoff: Backoff, event: dict[str, Any]) -> None:
         if channel not in self._unconfirmed:
             return  # unsubscribed meanwhile: unsubscribe() deals with the server
         if event.get("type") == "subscribed":
@@ -328,23 +331,23 @@ class FeedsClient:
         if code in _TRANSIENT:
             # The position is kept, so the retry still recovers what was missed.
             log.info("resubscribing to %r refused (%s); retrying", channel, code)
-            self._retry_later(channel, backoff_s)
+            self._retry_later(channel, backoff)
             return
         log.warning("resubscribing to %r refused: %s: %s", channel, code, message)
         self._unconfirmed.discard(channel)
         del self._positions[channel]
         await self._events.put(SubscriptionRefused(channel, code, message))
 
-    def _retry_later(self, channel: str, backoff_s: float) -> None:
+    def _retry_later(self, channel: str, backoff: Backoff) -> None:
         ws = self._ws
 
         async def retry() -> None:
             # Jitter: every client refused during one outage would come back at once.
-            await asyncio.sleep(backoff_s * (0.5 + random.random()))
+            await asyncio.sleep(backoff.next_delay_s())
             if self._retries.get(channel) is asyncio.current_task():
                 del self._retries[channel]
             if ws is not None and ws is self._ws and channel in self._unconfirmed:
-                await self._renew(ws, channel, min(self._backoff_max_s, backoff_s * 2))
+                await self._renew(ws, channel, backoff)
 
         self._retries[channel] = asyncio.create_task(retry(), name=f"feeds-client-renew-{channel}")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from .channels import validate_channel
 from .errors import BadRequest, FeedsError
+from .names import validate_channel
 
 __all__ = ["MAX_HISTORY_LIMIT", "Command", "InvalidCommand", "Op", "decode_command"]
 

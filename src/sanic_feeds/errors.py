@@ -20,7 +20,7 @@ __all__ = [
 
 
 class ErrorCode(StrEnum):
-    """The ``code`` of an ``error`` event (SPEC "Events")."""
+    """The ``code`` of an ``error`` event (docs/protocol.md, "Error codes")."""
 
     BAD_REQUEST = "bad_request"
     BAD_CHANNEL = "bad_channel"

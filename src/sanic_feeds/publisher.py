@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections import deque
@@ -21,17 +20,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from .backoff import Backoff
 from .brokers import Broker, BrokerOptions, create_broker
-from .channels import validate_channel, validate_idempotency_key
 from .errors import BrokerUnavailable
-from .protocol import StreamPosition
+from .events import StreamPosition
+from .names import validate_channel, validate_idempotency_key
 
 __all__ = ["PublishBufferFull", "Publisher"]
 
 log = logging.getLogger("sanic_feeds.publisher")
-
-_BACKOFF_MIN_S = 0.05
-_BACKOFF_MAX_S = 2.0
 
 
 class PublishBufferFull(BrokerUnavailable):
@@ -87,26 +84,29 @@ class Publisher:
     clients can no longer recover what the servers promise. To use the
     servers' values from their ``FEEDS_*`` environment variables::
 
-        from sanic_feeds.settings import load_settings
+        from sanic_feeds import load_settings
 
         settings = load_settings()
         pub = Publisher(url, history_size=settings.history_size,
                         history_ttl_s=settings.history_ttl_s)
 
     ``memory://`` works only inside the process that serves it, so it is
-    refused here.
+    refused here. ``broker`` may also be a
+    :class:`~sanic_feeds.brokers.base.Broker` object (its own options then
+    apply, not ``history_size`` and ``history_ttl_s``); the publisher starts
+    and closes it.
     """
 
     def __init__(
         self,
-        url: str,
+        broker: Broker | str,
         *,
         history_size: int = 100,
         history_ttl_s: int = 300,
         retry_buffer: int = 0,
         retry_for_s: float = 30.0,
     ) -> None:
-        if url.startswith("memory:"):
+        if isinstance(broker, str) and broker.startswith("memory:"):
             raise ValueError(
                 "memory:// is in-process: publish with Feeds.publish() in the server's "
                 "process, or use a redis:// broker"
@@ -120,7 +120,7 @@ class Publisher:
                 f"retry_for_s must be positive and at most {options.idempotency_ttl_s} "
                 "(how long Redis remembers an idempotency key)"
             )
-        self._broker: Broker = create_broker(url, options)
+        self._broker: Broker = create_broker(broker, options) if isinstance(broker, str) else broker
         self._retry_buffer = retry_buffer
         self._retry_for_s = retry_for_s
         self._pending: deque[_Pending] = deque()
@@ -238,7 +238,7 @@ class Publisher:
 
     async def _send(self, item: _Pending) -> None:
         """Publish ``item``, retrying while the broker is away, until its deadline."""
-        backoff_s = _BACKOFF_MIN_S
+        backoff = Backoff()
         while True:
             if time.monotonic() >= item.give_up_at_s:
                 # It waited its whole retry_for_s behind others: give up without an attempt,
@@ -255,8 +255,7 @@ class Publisher:
                     self._give_up(item, exc)
                     return
                 # Full jitter: many workers coming back at once do not stampede Redis.
-                await asyncio.sleep(min(remaining_s, random.uniform(0, backoff_s)))
-                backoff_s = min(backoff_s * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(min(remaining_s, backoff.next_delay_s()))
                 continue
             except Exception as exc:
                 # Not retryable (data that cannot be encoded, say): this one fails, the rest go on.

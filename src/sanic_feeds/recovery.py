@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .protocol import Publication
+from .events import Publication
 
 __all__ = ["contiguous_after"]
 

@@ -19,7 +19,7 @@ import pytest
 
 from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
 from sanic_feeds.errors import BrokerUnavailable
-from sanic_feeds.protocol import Event, Join, Leave, Publication, StreamPosition
+from sanic_feeds.events import Event, Join, Leave, Publication, StreamPosition
 from tests.support.redis_server import RedisServer, free_port
 
 # The redis case gets ``redis_url`` through ``request.getfixturevalue``, which collection

@@ -147,19 +147,7 @@ async def test_a_bad_setting_fails_in_one_line_without_starting(
     assert out == ""
 
 
-# -- serve: where settings come from
-
-
-async def test_environment_variables_set_serve_options(feeds_server_factory: Any) -> None:
-    server = feeds_server_factory(env={"FEEDS_MAX_MESSAGE_BYTES": "100"})
-    await frame_size_limit_holds(server, allowed=80, refused=200)
-
-
-async def test_a_config_file_sets_serve_options(feeds_server_factory: Any, tmp_path: Path) -> None:
-    config = tmp_path / "feeds.toml"
-    config.write_text("max-message-bytes = 100\n")
-    server = feeds_server_factory(args=["--config", str(config)])
-    await frame_size_limit_holds(server, allowed=80, refused=200)
+# -- serve: where settings come from (their precedence, unit by unit: tests/unit/test_settings.py)
 
 
 async def test_feeds_config_names_a_config_file_whose_feeds_table_sets_port_and_broker(

@@ -15,7 +15,7 @@ import pytest
 
 from sanic_feeds import Publication
 from sanic_feeds.client import FeedsClient, Subscribed, SubscriptionRefused
-from sanic_feeds.protocol import StreamPosition
+from sanic_feeds.events import StreamPosition
 from tests.support.ws import publish_http, ready_is, wait_until
 
 pytestmark = pytest.mark.integration

@@ -180,7 +180,8 @@ async def test_with_an_api_key_publish_needs_authorization_apikey(
 async def test_the_api_key_guards_only_post_and_websockets_are_not_affected(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
-    """SPEC: "POST /api/* needs --api-key"; GET routes and WebSocket clients do not."""
+    """The API key guards POST /api/publish (docs/protocol.md, "HTTP API"); GET routes and
+    WebSocket clients are not affected."""
     server = feeds_server_factory(redis_url, args=["--api-key", "sesame"])
     ws = await open_feed(server.ws_url, "open")
     await ws.send('"from a client"')

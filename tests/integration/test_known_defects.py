@@ -1,4 +1,4 @@
-"""One test per known defect of the "Sanic websocket feeds v3" pattern (SPEC.md).
+"""One test per known defect of the "Sanic websocket feeds v3" pattern this project grew from.
 
 Each drives real server processes with real WebSocket clients, and each fails
 against the naive pattern: one shared PubSub read without looking at the

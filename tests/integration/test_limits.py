@@ -1,6 +1,7 @@
-"""One test per row of the SPEC limits table, against a real server on Redis.
+"""One test per row of the limits table (docs/protocol.md, "Limits"), against a real server
+on Redis.
 
-Each limit is set small on the command line. Every test also checks the SPEC's promise
+Each limit is set small on the command line. Every test also checks the promise
 that hitting a limit "never crashes the instance and never affects other clients": a
 bystander on the same instance and channel still receives a message published after the
 violation, and the instance still answers ``/health``.

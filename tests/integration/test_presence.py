@@ -1,4 +1,4 @@
-"""Presence across instances on one Redis (SPEC "Presence").
+"""Presence across instances on one Redis (docs/protocol.md, "Presence, join and leave").
 
 Who is subscribed to a channel, seen the same from every instance (``/ws`` ``presence`` and
 ``GET /api/channels/<channel>``); ``join`` and ``leave`` agree with it; the entries of an

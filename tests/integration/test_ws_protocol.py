@@ -1,12 +1,13 @@
-"""``GET /ws``, command by command, against a real server process (SPEC "/ws").
+"""``GET /ws``, command by command (docs/protocol.md, "Commands on /ws").
 
-Every command with the exact reply shape SPEC gives it, recovery with ``since``/``epoch``,
-and malformed commands: each answered by an ``error`` event echoing its ``id``, on a
-connection that stays open and keeps working.
+Every command with the exact reply shape the protocol gives it, recovery with
+``since``/``epoch``, and malformed commands: each answered by an ``error`` event echoing
+its ``id``, on a connection that stays open and keeps working.
 
-Most tests share one server per broker (``memory://``, and ``redis://`` on the session's
-Redis), started once for the module with small limits, and use channels of their own;
-tests that need other settings start their own with ``feeds_server_factory``.
+Each test runs twice: in-process, against a ``Node`` on the memory broker driven through a
+fake socket (milliseconds, no process), and against a real server process on the
+session's Redis, started once for the module with the same small limits. Tests that need
+other settings or a real socket say so.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Protocol
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
+from sanic_feeds.server.node import Node
+from sanic_feeds.settings import Settings
+from tests.support.fakes import InProcessSession
 from tests.support.feeds_server import FeedsServer
 from tests.support.ws import close_code, publish_http, wait_until
-
-pytestmark = pytest.mark.integration
 
 HISTORY_SIZE = 50
 RECOVERY_MAX = 20
@@ -37,15 +39,41 @@ SERVER_ARGS = (
     "--max-message-bytes", str(MAX_MESSAGE_BYTES),
     "--rate-limit", "0",
 )  # fmt: skip
+SETTINGS = Settings(
+    history_size=HISTORY_SIZE,
+    recovery_max=RECOVERY_MAX,
+    max_subscriptions=MAX_SUBSCRIPTIONS,
+    max_message_bytes=MAX_MESSAGE_BYTES,
+    rate_limit=0,
+)
 MESSAGE_KEYS = {"type", "channel", "offset", "epoch", "data", "client", "ts"}
+IN_PROCESS = "in-process"
 
 
-@pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def server(request: pytest.FixtureRequest) -> Iterator[FeedsServer]:
-    broker = (
-        "memory://" if request.param == "memory" else request.getfixturevalue("redis_server").url
-    )
-    feeds = FeedsServer(broker, args=SERVER_ARGS)
+class Socket(Protocol):
+    """What a test client needs of its connection: ``websockets``' ``ClientConnection``,
+    or an ``InProcessSession``."""
+
+    async def send(self, message: str | bytes) -> None: ...
+
+    async def recv(self) -> str | bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class Target(Protocol):
+    """Where the tests connect and publish: a Node in-process, or a real server."""
+
+    async def connect(self) -> Client: ...
+
+    async def publish(self, channel: str, data: Any) -> dict[str, Any]:
+        """Publish as the backend does (``POST /api/publish``); ``{"offset", "epoch"}``."""
+
+
+@pytest.fixture(scope="module")
+def redis_feeds(redis_server: Any) -> Iterator[FeedsServer]:
+    """The module's real server, on the session's Redis."""
+    feeds = FeedsServer(redis_server.url, args=SERVER_ARGS)
     try:
         feeds.start()
         yield feeds
@@ -53,6 +81,71 @@ def server(request: pytest.FixtureRequest) -> Iterator[FeedsServer]:
         feeds.stop()
     finally:
         feeds.close()
+
+
+@pytest.fixture(
+    scope="module",
+    params=[IN_PROCESS, pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.integration])],
+)
+def server(request: pytest.FixtureRequest) -> FeedsServer | None:
+    """The module's real server on Redis, or None for the in-process runs."""
+    if request.param == IN_PROCESS:
+        return None
+    feeds: FeedsServer = request.getfixturevalue("redis_feeds")
+    return feeds
+
+
+class ServerTarget:
+    def __init__(self, feeds: FeedsServer, opened: list[Socket]) -> None:
+        self.feeds = feeds
+        self._opened = opened
+
+    async def connect(self) -> Client:
+        ws = await connect(f"{self.feeds.ws_url}/ws", open_timeout=10, max_size=2**22)
+        self._opened.append(ws)
+        return Client(ws)
+
+    async def publish(self, channel: str, data: Any) -> dict[str, Any]:
+        status, body = await publish_http(self.feeds.url, channel, data)
+        assert status == 200, body
+        return dict(body)
+
+
+class NodeTarget:
+    def __init__(self, node: Node, opened: list[Socket]) -> None:
+        self.node = node
+        self._opened = opened
+
+    async def connect(self) -> Client:
+        session = InProcessSession(self.node)
+        self._opened.append(session)
+        return Client(session)
+
+    async def publish(self, channel: str, data: Any) -> dict[str, Any]:
+        position = await self.node.publish(channel, data)
+        return {"offset": position.offset, "epoch": position.epoch}
+
+
+@pytest.fixture
+async def target(server: FeedsServer | None) -> AsyncIterator[Target]:
+    """The test's target; every connection it opened is closed at teardown."""
+    opened: list[Socket] = []
+    node = None
+    if server is None:
+        node = Node(SETTINGS)
+        await node.start()
+        yield NodeTarget(node, opened)
+    else:
+        yield ServerTarget(server, opened)
+    for ws in opened:
+        try:
+            await asyncio.wait_for(ws.close(), 5)
+        except (TimeoutError, OSError):
+            if hasattr(ws, "transport"):
+                ws.transport.abort()
+    if node is not None:
+        node.drain()
+        await node.stop()
 
 
 def unique(name: str) -> str:
@@ -66,7 +159,7 @@ class Client:
     Events read while looking for something else are kept, in order, for later reads.
     """
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: Socket) -> None:
         self.ws = ws
         self.backlog: list[dict[str, Any]] = []
 
@@ -144,43 +237,15 @@ class Client:
         )
 
 
-Connect = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-async def connect_ws() -> AsyncIterator[Connect]:
-    """``await connect_ws(server)`` -> a ``Client`` on ``/ws``; all closed at teardown."""
-    opened: list[ClientConnection] = []
-
-    async def open_ws(feeds: FeedsServer) -> Client:
-        ws = await connect(f"{feeds.ws_url}/ws", open_timeout=10, max_size=2**22)
-        opened.append(ws)
-        return Client(ws)
-
-    yield open_ws
-    for ws in opened:
-        try:
-            await asyncio.wait_for(ws.close(), 5)
-        except (TimeoutError, OSError):
-            ws.transport.abort()
-
-
-async def publish_n(feeds: FeedsServer, channel: str, count: int) -> list[dict[str, Any]]:
-    bodies = []
-    for n in range(count):
-        status, body = await publish_http(feeds.url, channel, {"n": n})
-        assert status == 200, body
-        bodies.append(body)
-    return bodies
+async def publish_n(target: Target, channel: str, count: int) -> list[dict[str, Any]]:
+    return [await target.publish(channel, {"n": n}) for n in range(count)]
 
 
 # -- ping
 
 
-async def test_ping_is_answered_with_pong_echoing_the_id(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
-    client = await connect_ws(server)
+async def test_ping_is_answered_with_pong_echoing_the_id(target: Target) -> None:
+    client = await target.connect()
     assert await client.command(op="ping", id=6) == {"type": "pong", "id": 6}
     assert await client.command(op="ping", id="six") == {"type": "pong", "id": "six"}
     # Without an id the reply has none.
@@ -191,9 +256,9 @@ async def test_ping_is_answered_with_pong_echoing_the_id(
 # -- subscribe
 
 
-async def test_subscribe_to_a_new_channel(server: FeedsServer, connect_ws: Connect) -> None:
+async def test_subscribe_to_a_new_channel(target: Target) -> None:
     channel = unique("fresh")
-    client = await connect_ws(server)
+    client = await target.connect()
     reply = await client.command(op="subscribe", channel=channel, id=1)
     # The channel's epoch exists from its first subscription, so that offset 0 can recover.
     assert isinstance(reply["epoch"], str) and reply["epoch"]
@@ -210,13 +275,11 @@ async def test_subscribe_to_a_new_channel(server: FeedsServer, connect_ws: Conne
     assert isinstance(join["client"], str) and join["client"]
 
 
-async def test_subscribe_to_a_channel_with_history_starts_from_now(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_subscribe_to_a_channel_with_history_starts_from_now(target: Target) -> None:
     channel = unique("busy")
-    published = await publish_n(server, channel, 3)
+    published = await publish_n(target, channel, 3)
     epoch = published[0]["epoch"]
-    client = await connect_ws(server)
+    client = await target.connect()
     reply = await client.command(op="subscribe", channel=channel, id="s")
     assert reply == {
         "type": "subscribed",
@@ -226,8 +289,7 @@ async def test_subscribe_to_a_channel_with_history_starts_from_now(
         "recovered": False,
         "id": "s",
     }
-    status, body = await publish_http(server.url, channel, {"title": "hello"})
-    assert (status, body) == (200, {"offset": 4, "epoch": epoch})
+    assert await target.publish(channel, {"title": "hello"}) == {"offset": 4, "epoch": epoch}
     # Nothing from before the subscription: the first message is the live one.
     [message] = await client.messages(channel, 1)
     assert set(message) == MESSAGE_KEYS
@@ -238,11 +300,9 @@ async def test_subscribe_to_a_channel_with_history_starts_from_now(
     assert abs(message["ts"] - time.time() * 1000) < 60_000
 
 
-async def test_subscribe_twice_to_one_channel_is_refused(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_subscribe_twice_to_one_channel_is_refused(target: Target) -> None:
     channel = unique("twice")
-    client = await connect_ws(server)
+    client = await target.connect()
     await client.subscribe(channel)
     error = await client.command(op="subscribe", channel=channel, id=2)
     assert error["type"] == "error" and error["code"] == "bad_request", error
@@ -254,10 +314,8 @@ async def test_subscribe_twice_to_one_channel_is_refused(
     assert [e for e in client.backlog if e["type"] == "message"] == []
 
 
-async def test_subscriptions_per_connection_are_limited(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
-    client = await connect_ws(server)
+async def test_subscriptions_per_connection_are_limited(target: Target) -> None:
+    client = await target.connect()
     channels = [unique(f"many{n}") for n in range(MAX_SUBSCRIPTIONS + 1)]
     for channel in channels[:MAX_SUBSCRIPTIONS]:
         await client.subscribe(channel)
@@ -271,17 +329,15 @@ async def test_subscriptions_per_connection_are_limited(
 # -- recovery
 
 
-async def test_subscribe_with_since_and_epoch_recovers_what_was_missed(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_subscribe_with_since_and_epoch_recovers_what_was_missed(target: Target) -> None:
     channel = unique("recover")
-    first = await connect_ws(server)
+    first = await target.connect()
     await first.subscribe(channel)
-    epoch = (await publish_n(server, channel, 2))[0]["epoch"]
+    epoch = (await publish_n(target, channel, 2))[0]["epoch"]
     seen = await first.messages(channel, 2)
     await first.ws.close()
-    await publish_n(server, channel, 5)  # offsets 3..7, missed
-    again = await connect_ws(server)
+    await publish_n(target, channel, 5)  # offsets 3..7, missed
+    again = await target.connect()
     since = seen[-1]["offset"]
     reply = await again.command(op="subscribe", channel=channel, since=since, epoch=epoch, id=1)
     assert reply == {
@@ -292,38 +348,34 @@ async def test_subscribe_with_since_and_epoch_recovers_what_was_missed(
         "recovered": True,
         "id": 1,
     }
-    await publish_http(server.url, channel, "live")
+    await target.publish(channel, "live")
     messages = await again.messages(channel, 6)
     assert [m["offset"] for m in messages] == [3, 4, 5, 6, 7, 8]
     assert [m["data"] for m in messages] == [{"n": n} for n in range(5)] + ["live"]
     assert all(set(m) == MESSAGE_KEYS and m["epoch"] == epoch for m in messages)
 
 
-async def test_a_subscriber_of_an_empty_channel_recovers_from_offset_0(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_a_subscriber_of_an_empty_channel_recovers_from_offset_0(target: Target) -> None:
     channel = unique("empty")
-    first = await connect_ws(server)
+    first = await target.connect()
     greeted = await first.subscribe(channel)
     assert greeted["offset"] == 0 and greeted["epoch"]
     await first.ws.close()
-    bodies = await publish_n(server, channel, 5)
+    bodies = await publish_n(target, channel, 5)
     assert {b["epoch"] for b in bodies} == {greeted["epoch"]}
-    again = await connect_ws(server)
+    again = await target.connect()
     reply = await again.subscribe(channel, since=0, epoch=greeted["epoch"])
     assert (reply["offset"], reply["epoch"], reply["recovered"]) == (5, greeted["epoch"], True)
-    await publish_http(server.url, channel, "live")
+    await target.publish(channel, "live")
     messages = await again.messages(channel, 6)
     assert [m["offset"] for m in messages] == [1, 2, 3, 4, 5, 6]
     assert [m["data"] for m in messages] == [{"n": n} for n in range(5)] + ["live"]
 
 
-async def test_recovered_messages_come_right_after_subscribed(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_recovered_messages_come_right_after_subscribed(target: Target) -> None:
     channel = unique("order")
-    epoch = (await publish_n(server, channel, 4))[0]["epoch"]
-    client = await connect_ws(server)
+    epoch = (await publish_n(target, channel, 4))[0]["epoch"]
+    client = await target.connect()
     await client.send({"op": "subscribe", "channel": channel, "since": 1, "epoch": epoch, "id": 9})
     events = [await client.next_event() for _ in range(4)]
     assert [e["type"] for e in events] == ["subscribed", "message", "message", "message"]
@@ -331,15 +383,13 @@ async def test_recovered_messages_come_right_after_subscribed(
     assert [e["offset"] for e in events[1:]] == [2, 3, 4]
 
 
-async def test_subscribe_with_since_up_to_date_recovers_nothing(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_subscribe_with_since_up_to_date_recovers_nothing(target: Target) -> None:
     channel = unique("uptodate")
-    epoch = (await publish_n(server, channel, 3))[0]["epoch"]
-    client = await connect_ws(server)
+    epoch = (await publish_n(target, channel, 3))[0]["epoch"]
+    client = await target.connect()
     reply = await client.subscribe(channel, since=3, epoch=epoch)
     assert (reply["offset"], reply["epoch"], reply["recovered"]) == (3, epoch, True)
-    await publish_http(server.url, channel, "next")
+    await target.publish(channel, "next")
     [message] = await client.messages(channel, 1)
     assert (message["offset"], message["data"]) == (4, "next")
 
@@ -349,35 +399,33 @@ async def test_subscribe_with_since_up_to_date_recovers_nothing(
     ["other epoch", "no epoch", "since ahead", "too many missed"],
 )
 async def test_subscribe_that_cannot_recover_says_so_and_starts_from_now(
-    server: FeedsServer, connect_ws: Connect, case: str
+    target: Target, case: str
 ) -> None:
     channel = unique("norecover")
     count = RECOVERY_MAX + 5 if case == "too many missed" else 5
-    epoch = (await publish_n(server, channel, count))[0]["epoch"]
+    epoch = (await publish_n(target, channel, count))[0]["epoch"]
     since, claimed_epoch = {
         "other epoch": (2, "not-" + epoch),
         "no epoch": (2, None),
         "since ahead": (count + 10, epoch),
         "too many missed": (count - RECOVERY_MAX - 1, epoch),
     }[case]
-    client = await connect_ws(server)
+    client = await target.connect()
     fields: dict[str, Any] = {"since": since}
     if claimed_epoch is not None:
         fields["epoch"] = claimed_epoch
     reply = await client.subscribe(channel, **fields)
     assert (reply["offset"], reply["epoch"], reply["recovered"]) == (count, epoch, False)
     # Never partial: the next message is the live one.
-    await publish_http(server.url, channel, "live")
+    await target.publish(channel, "live")
     [message] = await client.messages(channel, 1)
     assert (message["offset"], message["data"]) == (count + 1, "live")
 
 
-async def test_recovery_of_exactly_recovery_max_messages(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_recovery_of_exactly_recovery_max_messages(target: Target) -> None:
     channel = unique("edge")
-    epoch = (await publish_n(server, channel, RECOVERY_MAX + 1))[0]["epoch"]
-    client = await connect_ws(server)
+    epoch = (await publish_n(target, channel, RECOVERY_MAX + 1))[0]["epoch"]
+    client = await target.connect()
     reply = await client.subscribe(channel, since=1, epoch=epoch)
     assert reply["recovered"] is True
     messages = await client.messages(channel, RECOVERY_MAX)
@@ -387,39 +435,35 @@ async def test_recovery_of_exactly_recovery_max_messages(
 # -- unsubscribe
 
 
-async def test_unsubscribe_stops_only_that_channel(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_unsubscribe_stops_only_that_channel(target: Target) -> None:
     gone, kept = unique("gone"), unique("kept")
-    client = await connect_ws(server)
+    client = await target.connect()
     await client.subscribe(gone)
     await client.subscribe(kept)
     reply = await client.command(op="unsubscribe", channel=gone, id=2)
     assert reply == {"type": "unsubscribed", "channel": gone, "id": 2}
-    await publish_http(server.url, gone, "not for me")
-    await publish_http(server.url, kept, "for me")
+    await target.publish(gone, "not for me")
+    await target.publish(kept, "for me")
     # One broker connection, one order: had `gone` been delivered, it came first.
     [message] = await client.messages(kept, 1)
     assert message["data"] == "for me"
     assert [e for e in client.backlog if e.get("channel") == gone and e["type"] == "message"] == []
 
 
-async def test_unsubscribe_from_a_channel_not_subscribed_is_refused(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
-    client = await connect_ws(server)
+async def test_unsubscribe_from_a_channel_not_subscribed_is_refused(target: Target) -> None:
+    client = await target.connect()
     error = await client.command(op="unsubscribe", channel=unique("never"), id="u1")
     assert error["type"] == "error" and error["code"] == "bad_request" and error["id"] == "u1"
     await client.assert_alive()
 
 
-async def test_resubscribe_after_unsubscribe(server: FeedsServer, connect_ws: Connect) -> None:
+async def test_resubscribe_after_unsubscribe(target: Target) -> None:
     channel = unique("back")
-    client = await connect_ws(server)
+    client = await target.connect()
     await client.subscribe(channel)
     await client.command(op="unsubscribe", channel=channel, id="u")
     await client.subscribe(channel)
-    await publish_http(server.url, channel, "back again")
+    await target.publish(channel, "back again")
     [message] = await client.messages(channel, 1)
     assert message["data"] == "back again"
 
@@ -427,13 +471,11 @@ async def test_resubscribe_after_unsubscribe(server: FeedsServer, connect_ws: Co
 # -- publish
 
 
-async def test_publish_is_acked_with_its_offset_and_reaches_subscribers(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_publish_is_acked_with_its_offset_and_reaches_subscribers(target: Target) -> None:
     channel = unique("pub")
-    listener = await connect_ws(server)
+    listener = await target.connect()
     await listener.subscribe(channel)
-    publisher = await connect_ws(server)
+    publisher = await target.connect()
     await publisher.subscribe(channel)
     publisher_id = await publisher.own_id(channel)
     acks = [
@@ -447,16 +489,16 @@ async def test_publish_is_acked_with_its_offset_and_reaches_subscribers(
         assert [m["data"] for m in messages] == [{"n": n} for n in range(3)]
         assert {m["client"] for m in messages} == {publisher_id}
         assert all(set(m) == MESSAGE_KEYS for m in messages)
-    status, info = await publish_http(server.url, channel, "via http")
-    assert (status, info["offset"]) == (200, 4)
+    info = await target.publish(channel, "via http")
+    assert info["offset"] == 4
     assert len({m["epoch"] for m in messages} | {info["epoch"]}) == 1
 
 
-async def test_publish_without_subscribing(server: FeedsServer, connect_ws: Connect) -> None:
+async def test_publish_without_subscribing(target: Target) -> None:
     channel = unique("blind")
-    listener = await connect_ws(server)
+    listener = await target.connect()
     await listener.subscribe(channel)
-    publisher = await connect_ws(server)
+    publisher = await target.connect()
     assert await publisher.command(op="publish", channel=channel, data="hi", id=1) == {
         "type": "ack",
         "offset": 1,
@@ -470,33 +512,36 @@ async def test_publish_without_subscribing(server: FeedsServer, connect_ws: Conn
 
 
 @pytest.mark.parametrize("data", [None, 0, "text", "", [1, {"a": None}], {"nested": {"x": [1]}}])
-async def test_publish_carries_any_json_value(
-    server: FeedsServer, connect_ws: Connect, data: Any
-) -> None:
+async def test_publish_carries_any_json_value(target: Target, data: Any) -> None:
     channel = unique("json")
-    client = await connect_ws(server)
+    client = await target.connect()
     await client.subscribe(channel)
     assert (await client.command(op="publish", channel=channel, data=data, id=1))["type"] == "ack"
     [message] = await client.messages(channel, 1)
     assert message["data"] == data
 
 
-async def test_publish_too_large_a_frame_closes_1009(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
-    client = await connect_ws(server)
+@pytest.mark.redis
+@pytest.mark.integration
+async def test_publish_too_large_a_frame_closes_1009(redis_feeds: FeedsServer) -> None:
+    # The frame size limit is the socket layer's: only a real server has one.
+    opened: list[Socket] = []
+    target = ServerTarget(redis_feeds, opened)
+    client = await target.connect()
     await client.send({"op": "publish", "channel": "big", "data": "x" * MAX_MESSAGE_BYTES, "id": 1})
-    assert await close_code(client.ws) == 1009
-    await (await connect_ws(server)).assert_alive()
+    assert await close_code(client.ws) == 1009  # type: ignore[arg-type]
+    await (await target.connect()).assert_alive()
+    for ws in opened:
+        await ws.close()
 
 
-async def test_publish_over_the_rate_limit_is_refused_with_the_id(
-    feeds_server_factory: Any, connect_ws: Connect
-) -> None:
+async def test_publish_over_the_rate_limit_is_refused_with_the_id() -> None:
     # (What happens to a client that keeps going, close 1008, is in test_limits.py.)
-    feeds = feeds_server_factory(args=("--rate-limit", "2", "--rate-burst", "2"))
+    node = Node(SETTINGS.replace(rate_limit=2, rate_burst=2))
+    await node.start()
+    target = NodeTarget(node, [])
     channel = unique("rate")
-    client = await connect_ws(feeds)
+    client = await target.connect()
     replies = [await client.command(op="publish", channel=channel, data=n, id=n) for n in range(3)]
     assert replies[:2] == [{"type": "ack", "offset": n + 1, "id": n} for n in range(2)]
     assert (replies[2]["type"], replies[2]["code"], replies[2]["id"]) == (
@@ -510,19 +555,19 @@ async def test_publish_over_the_rate_limit_is_refused_with_the_id(
     await asyncio.sleep(0.6)
     ack = await client.command(op="publish", channel=channel, data="later", id="later")
     assert ack == {"type": "ack", "offset": 3, "id": "later"}
+    await client.ws.close()
+    await node.stop()
 
 
 # -- presence
 
 
-async def test_presence_lists_every_subscriber_of_the_channel(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_presence_lists_every_subscriber_of_the_channel(target: Target) -> None:
     channel = unique("who")
-    asker = await connect_ws(server)
+    asker = await target.connect()
     empty = await asker.command(op="presence", channel=channel, id=4)
     assert empty == {"type": "presence", "channel": channel, "clients": {}, "id": 4}
-    one, two = await connect_ws(server), await connect_ws(server)
+    one, two = await target.connect(), await target.connect()
     await one.subscribe(channel)
     one_id = await one.own_id(channel)
     await two.subscribe(channel)
@@ -546,12 +591,12 @@ async def test_presence_lists_every_subscriber_of_the_channel(
     await wait_until(emptied, what="presence empty once the last subscriber closed")
 
 
-async def test_join_and_leave_events(server: FeedsServer, connect_ws: Connect) -> None:
+async def test_join_and_leave_events(target: Target) -> None:
     channel = unique("room")
-    watcher = await connect_ws(server)
+    watcher = await target.connect()
     await watcher.subscribe(channel)
     await watcher.own_id(channel)
-    guest = await connect_ws(server)
+    guest = await target.connect()
     await guest.subscribe(channel)
     guest_id = await guest.own_id(channel)
     join = await watcher.event("join", channel)
@@ -569,11 +614,9 @@ async def test_join_and_leave_events(server: FeedsServer, connect_ws: Connect) -
 # -- history
 
 
-async def test_history_newest_when_since_is_absent(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_history_newest_when_since_is_absent(target: Target) -> None:
     channel = unique("hist")
-    client = await connect_ws(server)
+    client = await target.connect()
     await client.subscribe(channel)
     for n in range(10):
         await client.command(op="publish", channel=channel, data=n, id=f"p{n}")
@@ -594,12 +637,10 @@ async def test_history_newest_when_since_is_absent(
     assert everything["messages"] == delivered
 
 
-async def test_history_since_an_offset_returns_the_oldest_after_it(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_history_since_an_offset_returns_the_oldest_after_it(target: Target) -> None:
     channel = unique("since")
-    await publish_n(server, channel, 10)
-    client = await connect_ws(server)
+    await publish_n(target, channel, 10)
+    client = await target.connect()
     reply = await client.command(op="history", channel=channel, since=4, limit=3, id=1)
     assert [m["offset"] for m in reply["messages"]] == [5, 6, 7]
     assert [m["data"] for m in reply["messages"]] == [{"n": 4}, {"n": 5}, {"n": 6}]
@@ -610,9 +651,9 @@ async def test_history_since_an_offset_returns_the_oldest_after_it(
     assert none["messages"] == [] and none["offset"] == 10
 
 
-async def test_history_is_bounded_by_history_size(server: FeedsServer, connect_ws: Connect) -> None:
+async def test_history_is_bounded_by_history_size(target: Target) -> None:
     channel = unique("bounded")
-    client = await connect_ws(server)
+    client = await target.connect()
     total = HISTORY_SIZE + 10
     for n in range(total):
         await client.send({"op": "publish", "channel": channel, "data": n, "id": n})
@@ -623,9 +664,9 @@ async def test_history_is_bounded_by_history_size(server: FeedsServer, connect_w
     assert reply["offset"] == total
 
 
-async def test_history_of_an_empty_channel(server: FeedsServer, connect_ws: Connect) -> None:
+async def test_history_of_an_empty_channel(target: Target) -> None:
     channel = unique("void")
-    client = await connect_ws(server)
+    client = await target.connect()
     reply = await client.command(op="history", channel=channel, id=1)
     assert isinstance(reply["epoch"], str) and reply["epoch"]
     assert reply == {
@@ -684,9 +725,9 @@ MALFORMED: list[tuple[str, str | dict[str, Any], str, Any]] = [
     ids=[case[0] for case in MALFORMED],
 )
 async def test_a_malformed_command_gets_an_error_and_the_connection_stays(
-    server: FeedsServer, connect_ws: Connect, frame: Any, code: str, command_id: Any
+    target: Target, frame: Any, code: str, command_id: Any
 ) -> None:
-    client = await connect_ws(server)
+    client = await target.connect()
     await client.send(frame)
     error = await client.next_event()
     assert error["type"] == "error", error
@@ -699,17 +740,15 @@ async def test_a_malformed_command_gets_an_error_and_the_connection_stays(
     await client.assert_alive()
 
 
-async def test_malformed_commands_do_not_disturb_subscriptions(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
+async def test_malformed_commands_do_not_disturb_subscriptions(target: Target) -> None:
     channel = unique("steady")
-    client = await connect_ws(server)
+    client = await target.connect()
     await client.subscribe(channel)
     for _, frame, _, _ in MALFORMED:
         await client.send(frame)
     # Commands are answered in order: once the pong is in, every error is too.
     assert await client.command(op="ping", id="barrier") == {"type": "pong", "id": "barrier"}
-    await publish_http(server.url, channel, "through")
+    await target.publish(channel, "through")
     [message] = await client.messages(channel, 1)
     assert message["data"] == "through"
     errors = [e for e in client.backlog if e["type"] == "error"]
@@ -717,11 +756,9 @@ async def test_malformed_commands_do_not_disturb_subscriptions(
     assert [e["code"] for e in errors] == [case[2] for case in MALFORMED]
 
 
-async def test_a_binary_frame_closes_the_connection_1003(
-    server: FeedsServer, connect_ws: Connect
-) -> None:
-    # SPEC "Limits": binary frames on a text protocol are refused with close 1003.
-    client = await connect_ws(server)
+async def test_a_binary_frame_closes_the_connection_1003(target: Target) -> None:
+    # docs/protocol.md, "Limits": binary frames on a text protocol are refused with close 1003.
+    client = await target.connect()
     await client.ws.send(b'{"op": "ping", "id": 1}')
     assert await close_code(client.ws) == 1003
-    await (await connect_ws(server)).assert_alive()
+    await (await target.connect()).assert_alive()

@@ -13,7 +13,8 @@ mounts (``/feed``, ``/ws``, ``/api``, ``/health``, ``/ready``), it has routes of
 app then answers ``GET /ready`` itself from ``feeds.ready``, as a user's own readiness probe
 would. ``--max-message-bytes N`` is passed to ``Feeds`` as a keyword option.
 ``--broken-channel NAME`` makes every publish on NAME raise ``RuntimeError`` inside the
-server, as a bug would: for tests of how a connection's unexpected error is contained.
+server, as a bug would: for tests of how a connection's unexpected error is contained. The
+app then hands ``Feeds`` a broker object of its own (``Feeds(app, broker=<Broker>)``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import Any
 from sanic import Request, Sanic, json
 from sanic.response import HTTPResponse
 
-from sanic_feeds import Feeds
+from sanic_feeds import Broker, Feeds, create_broker
 
 __all__ = ["build_app", "main"]
 
 
-def build_app(broker: str, url_prefix: str = "", **options: Any) -> tuple[Sanic[Any, Any], Feeds]:
+def build_app(
+    broker: Broker | str, url_prefix: str = "", **options: Any
+) -> tuple[Sanic[Any, Any], Feeds]:
     app: Sanic[Any, Any] = Sanic("library_app")
     feeds = Feeds(app, broker=broker, url_prefix=url_prefix, **options)
 
@@ -60,15 +63,18 @@ def build_app(broker: str, url_prefix: str = "", **options: Any) -> tuple[Sanic[
     return app, feeds
 
 
-def break_channel(feeds: Feeds, broken: str) -> None:
-    publish = feeds.broker.publish
+def broken_channel_broker(url: str, broken: str) -> Broker:
+    """The broker of ``url``, whose every publish on ``broken`` fails as a bug would."""
+    broker = create_broker(url)
+    publish = broker.publish
 
     async def publish_or_fail(channel: str, data: Any, **kwargs: Any) -> Any:
         if channel == broken:
             raise RuntimeError(f"a bug publishing on {channel!r}")
         return await publish(channel, data, **kwargs)
 
-    feeds.broker.publish = publish_or_fail  # type: ignore[method-assign]
+    broker.publish = publish_or_fail  # type: ignore[method-assign]
+    return broker
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,9 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = {}
     if args.max_message_bytes is not None:
         options["max_message_bytes"] = args.max_message_bytes
-    app, feeds = build_app(args.broker, args.url_prefix, **options)
+    broker: Broker | str = args.broker
     if args.broken_channel:
-        break_channel(feeds, args.broken_channel)
+        broker = broken_channel_broker(args.broker, args.broken_channel)
+    app, _ = build_app(broker, args.url_prefix, **options)
     app.run(host=args.host, port=args.port, single_process=True, access_log=False, motd=False)
     return 0
 

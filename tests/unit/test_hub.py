@@ -5,54 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 import pytest
 
 from sanic_feeds.brokers.memory import MemoryBroker
+from sanic_feeds.codec import WireFormat
 from sanic_feeds.errors import BrokerUnavailable
-from sanic_feeds.hub import Hub
-from sanic_feeds.outbox import Flusher, Outbox
-from sanic_feeds.protocol import Join, Publication, StreamPosition, WireFormat
-
-
-class FakeTransport(asyncio.WriteTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.buffered = 0
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (16_384, 65_536)
-
-
-class FakeProtocol:
-    def __init__(self) -> None:
-        self.transport: FakeTransport | None = FakeTransport()
-        self.writable = asyncio.Event()
-
-    async def send(self, data: bytes) -> None:
-        await self.writable.wait()
-
-
-def payloads(written: bytes) -> list[Any]:
-    """Split written WebSocket frames (unmasked, short) back into JSON values."""
-    out, view = [], memoryview(written)
-    while view:
-        length, start = view[1] & 0x7F, 2
-        if length == 126:
-            length, start = int.from_bytes(view[2:4], "big"), 4
-        out.append(orjson.loads(bytes(view[start : start + length])))
-        view = view[start + length :]
-    return out
+from sanic_feeds.events import Join, Publication, StreamPosition
+from sanic_feeds.server.hub import Hub
+from sanic_feeds.server.outbox import Flusher, Outbox
+from tests.support.fakes import FakeProtocol, payloads
 
 
 class Client:

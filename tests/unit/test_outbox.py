@@ -7,8 +7,8 @@ from typing import Any
 
 from websockets.protocol import State
 
-from sanic_feeds.outbox import Flusher, Outbox
-from tests.unit.test_hub import FakeProtocol
+from sanic_feeds.server.outbox import Flusher, Outbox
+from tests.support.fakes import FakeProtocol
 
 
 class FakeSession:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sanic_feeds.protocol import Publication
+from sanic_feeds.events import Publication
 from sanic_feeds.recovery import contiguous_after
 
 

@@ -13,7 +13,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from sanic_feeds.websocket import Keepalive, ServerWebSocket, accept
+from sanic_feeds.server.websocket import Keepalive, ServerWebSocket, accept, text_frame
 
 HANDSHAKE = [
     ("Host", "127.0.0.1"),
@@ -380,3 +380,14 @@ async def test_keepalive_waits_for_a_pong_stuck_behind_a_paused_read() -> None:
     await asyncio.sleep(0.15)
     assert ws.ws_proto.state is State.OPEN
     keepalive.close()
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 100_000])
+def test_text_frame_header_for_every_length_class(size: int) -> None:
+    payload = b"x" * size
+    frame = text_frame(payload)
+    assert frame[0] == 0x81  # FIN + text
+    assert frame[1] & 0x80 == 0  # server frames are not masked
+    assert frame.endswith(payload)
+    header = len(frame) - size
+    assert header == (2 if size < 126 else 4 if size < 65536 else 10)

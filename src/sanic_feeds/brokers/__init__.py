@@ -6,7 +6,14 @@ from urllib.parse import urlsplit
 
 from .base import Broker, BrokerHandler, BrokerOptions
 
-__all__ = ["SUPPORTED_SCHEMES", "Broker", "BrokerHandler", "BrokerOptions", "create_broker"]
+__all__ = [
+    "SUPPORTED_SCHEMES",
+    "Broker",
+    "BrokerHandler",
+    "BrokerOptions",
+    "create_broker",
+    "redact_url",
+]
 
 SUPPORTED_SCHEMES = ("memory", "redis", "rediss")
 
@@ -26,3 +33,11 @@ def create_broker(url: str, options: BrokerOptions | None = None) -> Broker:
 
         return RedisBroker(url, options)
     raise ValueError(f"unsupported broker URL {url!r}: use memory:// or redis://HOST:PORT/DB")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials masked, for logs and the terminal."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

@@ -5,10 +5,11 @@ Every broker passes the same contract suite (``tests/integration/test_broker_con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..protocol import Event, Publication, StreamPosition
+from ..events import Event, Publication, StreamPosition
 
 __all__ = ["Broker", "BrokerHandler", "BrokerOptions"]
 
@@ -26,8 +27,9 @@ class BrokerOptions:
     #: Seconds an idempotency key is remembered: a publish retried with the
     #: same key within this time is not published twice.
     idempotency_ttl_s: int = 300
-    #: Identifies this instance in presence entries and heartbeats.
-    instance_id: str = ""
+    #: Identifies this instance in presence entries and heartbeats; unique per process
+    #: unless given (two brokers sharing an id would expire each other's presence).
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
     #: How often this instance proves it is alive (and hears itself back).
     heartbeat_interval_s: float = 1.0
 

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import Event, Publication, StreamPosition, now_ms
+from ..events import Event, Publication, StreamPosition, now_ms
 from .base import BrokerHandler, BrokerOptions
 
 __all__ = ["MemoryBroker"]

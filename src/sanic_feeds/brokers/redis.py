@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Iterator
 from importlib.resources import files
@@ -27,18 +26,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
+from ..backoff import Backoff
 from ..errors import BrokerUnavailable
-from ..protocol import (
-    Event,
-    Join,
-    Leave,
-    Publication,
-    StreamPosition,
-    decode_envelope,
-    encode_envelope,
-    now_ms,
-)
+from ..events import Event, Join, Leave, Publication, StreamPosition, now_ms
 from .base import BrokerHandler, BrokerOptions
+from .envelope import (
+    MalformedPayload,
+    decode_envelope,
+    decode_payload,
+    encode_envelope,
+    encode_membership,
+)
 from .script_batch import ScriptBatcher
 
 __all__ = ["RedisBroker", "channel_keys"]
@@ -53,8 +51,6 @@ _COMMAND_TIMEOUT_S = 5.0
 #: Command connections per process; more concurrent commands wait for one.
 _POOL_CONNECTIONS = 100
 _SUBSCRIBE_TIMEOUT_S = 5.0
-_BACKOFF_MIN_S = 0.05
-_BACKOFF_MAX_S = 2.0
 
 
 class ChannelKeys:
@@ -252,12 +248,9 @@ class RedisBroker:
         return StreamPosition(int(offset), epoch.decode())
 
     async def publish_event(self, event: Event) -> None:
-        if isinstance(event, Join):
-            payload = b"j" + orjson.dumps({"c": event.client, "i": event.info})
-        elif isinstance(event, Leave):
-            payload = b"l" + orjson.dumps({"c": event.client})
-        else:
+        if not isinstance(event, Join | Leave):
             raise TypeError("publications go through publish()")
+        payload = encode_membership(event)
         with _unavailable():
             await self._redis.publish(channel_keys(event.channel).pubsub, payload)
 
@@ -349,7 +342,7 @@ class RedisBroker:
     # -- the reader
 
     async def _read_forever(self) -> None:
-        delay_s = _BACKOFF_MIN_S
+        backoff = Backoff()
         first = True
         while True:
             pubsub = self._pubsub_client.pubsub()
@@ -382,14 +375,13 @@ class RedisBroker:
                 log.warning("broker pub/sub went deaf (own heartbeat missing); reconnecting")
             else:
                 log.warning("broker pub/sub connection lost (%s); reconnecting", error)
-            if self._connected_at_s and time.monotonic() - self._connected_at_s > _BACKOFF_MAX_S:
-                delay_s = _BACKOFF_MIN_S  # it was a working connection: retry quickly
+            if self._connected_at_s and time.monotonic() - self._connected_at_s > backoff.max_s:
+                backoff.reset()  # it was a working connection: retry quickly
             self._connected_at_s = 0.0
             first = False
-            # Jittered exponential backoff, so that many instances do not
-            # reconnect in lockstep after a Redis restart.
-            await asyncio.sleep(delay_s * (0.5 + random.random()))
-            delay_s = min(_BACKOFF_MAX_S, delay_s * 2)
+            # Jittered, so that many instances do not reconnect in lockstep
+            # after a Redis restart.
+            await asyncio.sleep(backoff.next_delay_s())
 
     async def _read_session(self, pubsub: PubSub, *, resubscribe: bool) -> None:
         names = [
@@ -416,8 +408,12 @@ class RedisBroker:
             if name == self._heartbeat_channel:
                 self._last_heartbeat_s = time.monotonic()
                 return
-            event = self._decode(_channel_of(name), message["data"])
-            if event is not None and self._handler is not None:
+            try:
+                event = decode_payload(_channel_of(name), message["data"])
+            except MalformedPayload as exc:
+                log.warning("ignoring %s", exc)
+                return
+            if self._handler is not None:
                 self._handler.on_event(event)
         elif kind == "subscribe":
             confirmed = self._confirmations.get(name)
@@ -427,20 +423,6 @@ class RedisBroker:
                 self._resubscribing.discard(name)
                 if not self._resubscribing and self._handler is not None:
                     self._handler.on_resubscribed()
-
-    @staticmethod
-    def _decode(channel: str, payload: bytes) -> Event | None:
-        kind = payload[:1]
-        if kind == b"m":
-            offset, epoch, envelope = payload[1:].split(b":", 2)
-            return decode_envelope(channel, int(offset), epoch.decode(), envelope)
-        if kind == b"j":
-            fields = orjson.loads(payload[1:])
-            return Join(channel, fields["c"], fields.get("i"))
-        if kind == b"l":
-            return Leave(channel, orjson.loads(payload[1:])["c"])
-        log.warning("ignoring a malformed broker message on %r", channel)
-        return None
 
     # -- heartbeat
 

@@ -38,10 +38,10 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from .errors import CloseCode
+from ..errors import CloseCode
 from .outbox import WritableProtocol
 
-__all__ = ["IOProtocol", "Keepalive", "ServerWebSocket", "accept"]
+__all__ = ["IOProtocol", "Keepalive", "ServerWebSocket", "accept", "text_frame"]
 
 log = logging.getLogger("sanic_feeds.websocket")
 #: What ``websockets``' protocol logs: every frame at DEBUG, each connection's
@@ -52,6 +52,15 @@ protocol_log = logging.getLogger("sanic_feeds.websocket.protocol")
 #: connection finish, before it is cut off. A client that reads answers in
 #: milliseconds; this bounds what one that does not can hold at shutdown.
 _CLOSE_TIMEOUT_S = 2.0
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked server-to-client text frame carrying ``payload``.
+
+    Built once per message and written as is to every subscriber's socket.
+    """
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
 
 #: Messages received but not yet read by the handler before the transport
 #: stops reading from the socket (TCP then pushes back on the client).

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sanic_feeds.channels import namespace_of, validate_channel
 from sanic_feeds.errors import BadChannel, ErrorCode
+from sanic_feeds.names import namespace_of, validate_channel
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,19 @@
-"""The HTTP API: publish, channel info, liveness and readiness."""
+"""The HTTP API: publish, channel info, liveness and readiness (docs/protocol.md, "HTTP API")."""
 
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
-from sanic import Request, response
+from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from .channels import validate_channel
-from .errors import BadRequest, FeedsError, Unauthorized
-
-if TYPE_CHECKING:
-    from .extension import Feeds
+from ..codec import error_event
+from ..errors import BadRequest, FeedsError, Unauthorized
+from ..names import validate_channel
+from .node import Node
 
 __all__ = ["error_response", "register_api"]
 
@@ -24,14 +24,14 @@ def json_response(body: Any, status: int = 200) -> HTTPResponse:
 
 def error_response(exc: FeedsError) -> HTTPResponse:
     """The one mapping of an error to an HTTP answer."""
-    return json_response(
-        {"type": "error", "code": exc.code.value, "message": exc.message}, exc.http_status
-    )
+    return json_response(error_event(exc.code, exc.message), exc.http_status)
 
 
-def register_api(feeds: Feeds, bp: Any) -> None:
+def register_api(bp: Blueprint, node: Node, is_ready_now: Callable[[], bool]) -> None:
+    """Add the API's routes to ``bp``; ``is_ready_now()`` answers ``GET /ready``."""
+
     def check_api_key(request: Request) -> None:
-        key = feeds.settings.api_key
+        key = node.settings.api_key
         if not key:
             return
         scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
@@ -47,7 +47,7 @@ def register_api(feeds: Feeds, bp: Any) -> None:
                 raise BadRequest("the body must be JSON") from None
             if not isinstance(body, dict) or "data" not in body:
                 raise BadRequest('the body must be {"channel": "...", "data": <JSON>}')
-            position = await feeds.publish(
+            position = await node.publish(
                 validate_channel(body.get("channel")),
                 body["data"],
                 idempotency_key=body.get("idempotency_key"),
@@ -58,9 +58,8 @@ def register_api(feeds: Feeds, bp: Any) -> None:
 
     async def channel_info(request: Request, channel: str) -> HTTPResponse:
         try:
-            validate_channel(channel)
-            presence = await feeds.broker.presence(channel)
-            position = await feeds.broker.position(channel)
+            presence = await node.presence(channel)
+            position = await node.position(channel)
         except FeedsError as exc:
             return error_response(exc)
         return json_response(
@@ -77,7 +76,7 @@ def register_api(feeds: Feeds, bp: Any) -> None:
         return json_response({"status": "ok"})
 
     async def ready(request: Request) -> HTTPResponse:
-        is_ready = feeds.ready
+        is_ready = is_ready_now()
         return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
     bp.add_route(publish, "/api/publish", methods=["POST"], name="publish")

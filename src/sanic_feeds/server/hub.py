@@ -20,18 +20,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from .brokers.base import Broker
-from .errors import BrokerUnavailable
+from ..brokers.base import Broker
+from ..codec import WireFormat, encode_event
+from ..errors import BrokerUnavailable
+from ..events import Event, Publication, StreamPosition
+from ..recovery import contiguous_after
 from .outbox import Flusher, Outbox
-from .protocol import (
-    Event,
-    Publication,
-    StreamPosition,
-    WireFormat,
-    encode_event,
-    text_frame,
-)
-from .recovery import contiguous_after
+from .websocket import text_frame
 
 __all__ = ["Hub"]
 

@@ -3,21 +3,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from sanic_feeds.errors import ErrorCode
-from sanic_feeds.protocol import (
-    Join,
-    Leave,
-    Publication,
-    StreamPosition,
+from sanic_feeds.codec import (
     WireFormat,
     data_from_client_text,
-    decode_envelope,
-    encode_envelope,
     encode_error,
     encode_event,
     encode_subscribed,
-    text_frame,
 )
+from sanic_feeds.errors import ErrorCode
+from sanic_feeds.events import Join, Leave, Publication, StreamPosition
 
 
 def test_client_text_that_is_json_becomes_its_value() -> None:
@@ -93,21 +87,3 @@ def test_subscribed_and_error_echo_the_command_id() -> None:
     error = orjson.loads(encode_error(ErrorCode.BAD_CHANNEL, "no", 9))
     assert error == {"type": "error", "code": "bad_channel", "message": "no", "id": 9}
     assert "id" not in orjson.loads(encode_error(ErrorCode.BAD_REQUEST, "no"))
-
-
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 100_000])
-def test_text_frame_header_for_every_length_class(size: int) -> None:
-    payload = b"x" * size
-    frame = text_frame(payload)
-    assert frame[0] == 0x81  # FIN + text
-    assert frame[1] & 0x80 == 0  # server frames are not masked
-    assert frame.endswith(payload)
-    header = len(frame) - size
-    assert header == (2 if size < 126 else 4 if size < 65536 else 10)
-
-
-def test_envelope_round_trip_keeps_everything_but_offset_and_epoch() -> None:
-    pub = Publication("c", 0, "", {"k": [1, "2"]}, client="me", ts_ms=5, raw='{"k": [1, "2"]}')
-    assert decode_envelope("c", 9, "ep", encode_envelope(pub)) == Publication(
-        "c", 9, "ep", {"k": [1, "2"]}, client="me", ts_ms=5, raw='{"k": [1, "2"]}'
-    )

@@ -1,4 +1,4 @@
-"""The app factory used by ``sanic-feeds serve`` (one worker or many)."""
+"""The app factory used by ``sanic-feeds serve``, and how it runs (one worker or many)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from dataclasses import asdict
 from typing import Any
 
 from sanic import Sanic
+from sanic.worker.loader import AppLoader
 
+from ..settings import Settings
 from .extension import Feeds
-from .settings import Settings
 
-__all__ = ["configure_logging", "create_app", "create_app_from_env", "settings_to_env"]
+__all__ = ["configure_logging", "create_app", "create_app_from_env", "run", "settings_to_env"]
 
 _SETTINGS_ENV = "FEEDS__SERVE_SETTINGS"
 
@@ -48,3 +49,23 @@ def create_app_from_env() -> Sanic[Any, Any]:
     settings = Settings(**values)
     configure_logging(settings)
     return create_app(settings)
+
+
+def run(settings: Settings) -> None:
+    """Serve until stopped: in this process with one worker, else under Sanic's manager,
+    whose workers build their app from the settings handed over in the environment."""
+    configure_logging(settings)
+    run_options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "motd": False,
+    }
+    if settings.workers == 1:
+        create_app(settings).run(single_process=True, **run_options)
+        return
+    settings_to_env(settings)
+    loader = AppLoader(factory=create_app_from_env)
+    app = loader.load()
+    app.prepare(workers=settings.workers, **run_options)
+    Sanic.serve(primary=app, app_loader=loader)

@@ -1,4 +1,5 @@
-"""Rules for the names clients choose: channels (SPEC "Security") and idempotency keys."""
+"""Rules for the names clients choose: channels and idempotency keys
+(docs/protocol.md, "Channel names and idempotency keys")."""
 
 from __future__ import annotations
 

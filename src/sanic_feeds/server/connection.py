@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .errors import CloseCode, ErrorCode
+from ..codec import WireFormat, encode_error
+from ..errors import CloseCode, ErrorCode
+from ..events import StreamPosition
+from ..ratelimit import RateLimiter
 from .outbox import Flusher, Outbox, Session, WritableProtocol
-from .protocol import WireFormat, encode_error, text_frame
-from .ratelimit import RateLimiter
+from .websocket import text_frame
 
-__all__ = ["Connection", "WebSocket", "new_client_id"]
+__all__ = ["Connection", "Greet", "WebSocket", "new_client_id"]
+
+#: Called with ``(position, recovered)`` when a subscription starts, right before
+#: anything of the channel can reach the connection (to queue ``subscribed`` first).
+Greet = Callable[[StreamPosition, bool], None]
 
 
 class WebSocket(Protocol):
@@ -90,12 +96,21 @@ class Connection:
         # Returns the socket's own coroutine: no frame of ours waits with it.
         return self.ws.recv()
 
+    def text_of(self, frame: str | bytes | None) -> str | None:
+        """The text of a frame :meth:`receive` returned, or None when the session is over:
+        the connection ended, or it sent a binary frame (closed with 1003)."""
+        if isinstance(frame, bytes):
+            self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
+            return None
+        return frame
+
     def send(self, payload: bytes) -> None:
         """Queue one text frame; never waits."""
         self.outbox.put(text_frame(payload))
 
     def send_error(self, code: ErrorCode, message: str, command_id: Any = None) -> None:
-        """Tell a JSON client what went wrong; raw clients are told nothing (SPEC)."""
+        """Tell a JSON client what went wrong; raw clients are told nothing
+        (docs/protocol.md, "Raw format")."""
         if self.wire_format is WireFormat.JSON:
             self.send(encode_error(code, message, command_id))
 

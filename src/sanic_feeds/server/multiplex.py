@@ -1,0 +1,70 @@
+"""``GET /ws``: many channels over one connection, driven by JSON commands.
+
+docs/protocol.md, "Commands on /ws".
+"""
+
+from __future__ import annotations
+
+from ..codec import encode_reply, encode_subscribed, message_event
+from ..commands import Command, InvalidCommand, Op, decode_command
+from ..errors import FeedsError
+from ..events import StreamPosition
+from .connection import Connection
+from .node import Node
+
+__all__ = ["run_command", "serve_multiplex"]
+
+
+async def serve_multiplex(node: Node, conn: Connection) -> None:
+    """Run one ``/ws`` connection: each command is answered in order; a bad
+    command gets an ``error`` event and the connection stays open. Leaving
+    the channels is the caller's job (``Node.disconnect``)."""
+    while not conn.closed:
+        text = conn.text_of(await conn.receive())
+        if text is None:
+            return
+        try:
+            command = decode_command(text)
+        except InvalidCommand as bad:
+            conn.send_error(bad.error.code, bad.error.message, bad.command_id)
+            continue
+        try:
+            await run_command(node, conn, command)
+        except FeedsError as exc:
+            conn.send_error(exc.code, exc.message, command.id)
+
+
+async def run_command(node: Node, conn: Connection, command: Command) -> None:
+    """Run one command and queue its reply; raises ``FeedsError`` for the ``error`` reply."""
+    channel = command.channel
+    if command.op is Op.PING:
+        conn.send(encode_reply("pong", command.id))
+    elif command.op is Op.SUBSCRIBE:
+        since = None if command.since is None else StreamPosition(command.since, command.epoch)
+
+        def greet(position: StreamPosition, recovered: bool) -> None:
+            conn.send(encode_subscribed(channel, position, recovered, command.id))
+
+        await node.subscribe(conn, channel, greet, since)
+    elif command.op is Op.UNSUBSCRIBE:
+        await node.unsubscribe(conn, channel)
+        conn.send(encode_reply("unsubscribed", command.id, channel=channel))
+    elif command.op is Op.PUBLISH:
+        position = await node.publish_from(conn, channel, command.data)
+        if position is not None:
+            conn.send(encode_reply("ack", command.id, offset=position.offset))
+    elif command.op is Op.PRESENCE:
+        clients = await node.presence(channel)
+        conn.send(encode_reply("presence", command.id, channel=channel, clients=clients))
+    elif command.op is Op.HISTORY:
+        publications, position = await node.history(channel, command.since, command.limit)
+        conn.send(
+            encode_reply(
+                "history",
+                command.id,
+                channel=channel,
+                messages=[message_event(pub) for pub in publications],
+                offset=position.offset,
+                epoch=position.epoch,
+            )
+        )

@@ -1,0 +1,274 @@
+"""``Node``: the feed server's domain service, whatever carries its connections.
+
+A Node keeps references to what every connection shares (settings, broker,
+hub, the registry of open connections) and decides what a connection may
+do: join and leave channels, publish within its rate limit, read presence
+and history. It knows no Sanic: the session handlers (``feed.py``,
+``multiplex.py``) drive it, and the web edge (``extension.py``) only routes,
+upgrades and admits connections to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Any
+
+from ..brokers import Broker, BrokerOptions, create_broker
+from ..codec import WireFormat
+from ..errors import BadRequest, BrokerUnavailable, CloseCode, LimitExceeded, RateLimited
+from ..events import Join, Leave, Publication, StreamPosition
+from ..names import namespace_of, validate_channel, validate_idempotency_key
+from ..ratelimit import RateLimiter, Verdict
+from ..settings import Settings
+from .connection import Connection, Greet, WebSocket
+from .hub import Hub
+from .outbox import Flusher
+
+__all__ = ["Node"]
+
+log = logging.getLogger("sanic_feeds.node")
+
+
+class Node:
+    """One instance of the feed server::
+
+        node = Node(Settings(broker="redis://127.0.0.1:6379/0"))
+        await node.start()
+        conn = node.connect(ws, WireFormat.JSON)   # ws: a .connection.WebSocket
+        await node.subscribe(conn, "news", greet)
+        ...
+        await node.disconnect(conn)
+        await node.stop()
+
+    ``broker`` is a URL (``settings.broker`` when None) or a
+    :class:`~sanic_feeds.brokers.base.Broker`; either way the Node starts and
+    closes it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker: Broker | str | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        settings = settings or Settings()
+        if isinstance(broker, str):
+            settings = settings.replace(broker=broker)
+        self.settings = settings
+        #: Names this instance in presence entries and heartbeats.
+        self.instance_id = instance_id or secrets.token_hex(6)
+        self.broker: Broker = (
+            broker
+            if broker is not None and not isinstance(broker, str)
+            else create_broker(
+                settings.broker,
+                BrokerOptions(
+                    history_size=settings.history_size,
+                    history_ttl_s=settings.history_ttl_s,
+                    instance_id=self.instance_id,
+                ),
+            )
+        )
+        self._hub: Hub | None = None
+        #: Open connections of this process.
+        self.connections: set[Connection] = set()
+        #: Channel departures still running for connections already gone.
+        self._cleanups: set[asyncio.Task[None]] = set()
+        #: Set by :meth:`drain`: no new connection is admitted.
+        self.draining = False
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Connect to the broker; raises ``BrokerUnavailable`` when it cannot be reached."""
+        settings = self.settings
+        self._hub = Hub(
+            self.broker,
+            Flusher(asyncio.get_running_loop()),
+            heal_max=settings.recovery_max,
+            announce_max=settings.join_leave_max,
+        )
+        await self.broker.start(self._hub)
+
+    def drain(self) -> list[asyncio.Task[Any]]:
+        """Admit no more connections and close every open one with 1001 (going away).
+
+        Returns the connections' handler tasks, for the caller to wait on.
+        """
+        self.draining = True
+        tasks = [conn.task for conn in self.connections if conn.task is not None]
+        for conn in list(self.connections):
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        return tasks
+
+    async def stop(self) -> None:
+        """Let departures finish (within ``--drain-timeout``), then close hub and broker."""
+        if self._cleanups:
+            await asyncio.wait(self._cleanups, timeout=self.settings.drain_timeout_s)
+        if self._hub is not None:
+            await self._hub.close()
+        await self.broker.close()
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("the node has not started yet")
+        return self._hub
+
+    @property
+    def ready(self) -> bool:
+        """Started, not draining, and hearing the broker."""
+        return self._hub is not None and not self.draining and self.broker.ready
+
+    # -- connections
+
+    def admit(self, upgrading: int = 0) -> None:
+        """Raise ``LimitExceeded`` when a new connection cannot be taken now.
+
+        ``upgrading``: connections admitted by the caller that are not open yet.
+        """
+        if self.draining:
+            raise LimitExceeded("server shutting down")
+        if len(self.connections) + upgrading >= self.settings.max_connections:
+            raise LimitExceeded("too many connections on this instance")
+
+    def connect(
+        self,
+        ws: WebSocket,
+        wire_format: WireFormat,
+        *,
+        client_id: str | None = None,
+        info: Any = None,
+    ) -> Connection:
+        """Register a connection over ``ws``; :meth:`disconnect` must follow, however it ends."""
+        settings = self.settings
+        conn = Connection(
+            ws,
+            self.hub.flusher,
+            wire_format=wire_format,
+            max_queue=settings.max_queue,
+            limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+            client_id=client_id,
+            info=info,
+        )
+        self.connections.add(conn)
+        return conn
+
+    async def disconnect(self, conn: Connection) -> None:
+        """Forget ``conn`` and leave its channels.
+
+        Leaving runs in a task of its own, shielded: the caller (a handler that
+        the server cancels when it stops, at any await) cannot interrupt it.
+        """
+        self.connections.discard(conn)
+        conn.outbox.close()
+        cleanup = asyncio.create_task(self._leave_all(conn), name=f"feeds-leave:{conn.id}")
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+        await asyncio.shield(cleanup)
+
+    async def _leave_all(self, conn: Connection) -> None:
+        for channel in list(conn.channels):
+            await self._leave(conn, channel)
+
+    # -- what a connection does
+
+    async def subscribe(
+        self,
+        conn: Connection,
+        channel: str,
+        greet: Greet,
+        since: StreamPosition | None = None,
+    ) -> tuple[StreamPosition, bool]:
+        """Subscribe ``conn`` to ``channel``, recovering from ``since``, and announce it.
+
+        ``greet(position, recovered)`` is called right before anything of the
+        channel can reach the connection (to queue ``subscribed`` first).
+        Raises ``BadRequest`` (already subscribed), ``LimitExceeded``
+        (``--max-subscriptions``) or ``BrokerUnavailable``.
+        """
+        if channel in conn.channels:
+            raise BadRequest(f"already subscribed to {channel!r}")
+        limit = self.settings.max_subscriptions
+        if len(conn.channels) >= limit:
+            raise LimitExceeded(f"at most {limit} subscriptions per connection")
+        position, recovered = await self.hub.subscribe(
+            channel, conn.outbox, conn.wire_format, greet, since
+        )
+        conn.channels.add(channel)
+        try:
+            await self.broker.add_presence(channel, conn.id, conn.info)
+            if self.settings.joins_announced(namespace_of(channel)):
+                await self.broker.publish_event(Join(channel, conn.id, conn.info))
+        except BrokerUnavailable:
+            log.warning("could not announce %s on %r: broker unavailable", conn.id, channel)
+        return position, recovered
+
+    async def unsubscribe(self, conn: Connection, channel: str) -> None:
+        """Undo :meth:`subscribe`; raises ``BadRequest`` when ``conn`` is not subscribed."""
+        if channel not in conn.channels:
+            raise BadRequest(f"not subscribed to {channel!r}")
+        await self._leave(conn, channel)
+
+    async def _leave(self, conn: Connection, channel: str) -> None:
+        """Leave ``channel``; never raises for a broker that went away."""
+        conn.channels.discard(channel)
+        await self.hub.unsubscribe(channel, conn.outbox)
+        with contextlib.suppress(BrokerUnavailable):
+            await self.broker.remove_presence(channel, conn.id)
+            if self.settings.joins_announced(namespace_of(channel)):
+                await self.broker.publish_event(Leave(channel, conn.id))
+
+    async def publish_from(
+        self, conn: Connection, channel: str, data: Any, *, raw: str | None = None
+    ) -> StreamPosition | None:
+        """Publish what a client sent, within its rate limit (``--rate-limit``).
+
+        Raises ``RateLimited`` for a publish over the limit; a client that goes
+        on regardless is closed with 1008 and None is returned. Raises
+        ``BrokerUnavailable``.
+        """
+        verdict = conn.limiter.check(time.monotonic())
+        if verdict is Verdict.DISCONNECT:
+            conn.close(CloseCode.POLICY_VIOLATION, "publish rate limit exceeded")
+            return None
+        if verdict is Verdict.REJECT:
+            raise RateLimited("publishing too fast, message dropped")
+        return await self.broker.publish(channel, data, client=conn.id, raw=raw)
+
+    # -- what the backend does (HTTP API, Feeds.publish): no connection, no limits
+
+    async def publish(
+        self, channel: str, data: Any, *, idempotency_key: str | None = None
+    ) -> StreamPosition:
+        """Publish ``data`` (any JSON value) on ``channel``.
+
+        Returns the offset and epoch the broker assigned. A publish repeated
+        with the same ``idempotency_key`` within 5 minutes publishes nothing
+        and returns the first one's position. Raises ``BadChannel``,
+        ``BadRequest`` (a malformed key) or ``BrokerUnavailable``.
+        """
+        validate_channel(channel)
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
+        return await self.broker.publish(channel, data, idempotency_key=idempotency_key)
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        """``{client id: info}`` of every client on ``channel``, on every instance."""
+        return await self.broker.presence(validate_channel(channel))
+
+    async def position(self, channel: str) -> StreamPosition:
+        return await self.broker.position(validate_channel(channel))
+
+    async def history(
+        self, channel: str, since: int | None = None, limit: int | None = None
+    ) -> tuple[list[Publication], StreamPosition]:
+        """The oldest ``limit`` publications after ``since``, or the newest ``limit``
+        without it (``limit`` defaults to ``--history-size``), and the channel's position."""
+        limit = limit or self.settings.history_size or 1
+        return await self.broker.history(validate_channel(channel), since, limit)
