@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import BrokerUnavailable
@@ -27,7 +28,7 @@ _Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    def __init__(self, redis: Redis, source: str, *, name: str = "feeds-script-batch") -> None:
+    def __init__(self, redis: Redis | RedisCluster, source: str, *, name: str = "feeds-script-batch") -> None:
         self._redis = redis
         self._source = source
         #: The sender task's name.
@@ -93,7 +94,10 @@ class ScriptBatcher:
     async def _pipeline(self, calls: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in calls:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
+                # Not pipe.evalsha(), which a RedisCluster pipeline refuses (a node
+                # may not have the script); NOSCRIPT is handled here. A cluster
+                # routes the command by the slot of its keys.
+                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
