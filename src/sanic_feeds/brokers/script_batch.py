@@ -28,7 +28,9 @@ _Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    def __init__(self, redis: Redis | RedisCluster, source: str, *, name: str = "feeds-script-batch") -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, source: str, *, name: str = "feeds-script-batch"
+    ) -> None:
         self._redis = redis
         self._source = source
         #: The sender task's name.
