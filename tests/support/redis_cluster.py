@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from sanic_feeds.brokers.slots import SlotMap
+from sanic_feeds.brokers.slots import SlotMap, slot_of
 
 from .redis_server import RedisServer, find_server_binary, free_port
 
@@ -104,6 +104,8 @@ class ClusterServers:
                 # A replica may always take over (tests kill primaries at will).
                 "--cluster-replica-validity-factor", "0",
                 "--cluster-allow-replica-migration", "no",
+                # A replica's first sync starts at once (the default waits 5 s).
+                "--repl-diskless-sync-delay", "0",
             ],
         )  # fmt: skip
         self.bus_ports[id(server)] = bus_port
@@ -180,8 +182,7 @@ class ClusterServers:
 
     def owner_of(self, name: str) -> RedisServer:
         """The primary that serves ``name``'s slot now."""
-        owner = self.slot_map().owner_of(name)
-        return next(node for node in self.nodes if owner is not None and node.port == owner.port)
+        return self.owner_of_slot(slot_of(name))
 
     def flush(self) -> None:
         """Delete every key on every primary (scripts stay loaded)."""
@@ -224,6 +225,29 @@ class ClusterServers:
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"reshard failed ({done.returncode}):\n{done.stdout[-3000:]}")
+
+    def move_slot(
+        self, slot: int, target: RedisServer, before_handover: Callable[[], None] | None = None
+    ) -> None:
+        """Move ``slot`` to ``target`` the way ``redis-cli --cluster reshard`` moves each slot:
+        IMPORTING on the target, MIGRATING on the source, MIGRATE every key, then SETSLOT
+        NODE on the target, the source and the others. ``before_handover`` runs once the
+        keys are on the target and the source still owns the slot (publishes then land on
+        the target, whose subscribers are not ours yet)."""
+        source = self.owner_of_slot(slot)
+        source_id, target_id = self.ids[source.port], self.ids[target.port]
+        self._call(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        self._call(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := self._call(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            self._call(source, "MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
+        if before_handover is not None:
+            before_handover()
+        for node in [target, source, *(m for m in self.primaries() if m not in (source, target))]:
+            self._call(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def owner_of_slot(self, slot: int) -> RedisServer:
+        owner = self.slot_map().owner(slot)
+        return next(node for node in self.nodes if owner is not None and node.port == owner.port)
 
     def wait_for_failover(self, dead: RedisServer, timeout: float = 30.0) -> RedisServer:
         """After ``dead`` (a primary with a replica) was killed: wait until its replica is
@@ -278,8 +302,11 @@ class SentinelServers:
 
     def __init__(self, *, down_after_ms: int = 1000) -> None:
         binary = find_server_binary()
-        self.master = RedisServer(binary=binary)
-        self.replica = RedisServer(binary=binary)
+        # A replica's first sync starts at once (the default waits 5 s); either may
+        # be the master.
+        fast_sync = ["--repl-diskless-sync-delay", "0"]
+        self.master = RedisServer(binary=binary, extra_args=fast_sync)
+        self.replica = RedisServer(binary=binary, extra_args=fast_sync)
         self.down_after_ms = down_after_ms
         self.sentinels = [_SentinelServer(self.master_name, binary) for _ in range(3)]
 
@@ -290,7 +317,7 @@ class SentinelServers:
 
     def start(self, timeout: float = 30.0) -> None:
         self.master.start()
-        self.replica.extra_args = ("--replicaof", HOST, str(self.master.port))
+        self.replica.extra_args += ("--replicaof", HOST, str(self.master.port))
         self.replica.start()
         wait_until(self._replica_in_sync, timeout, "the replica to sync")
         for sentinel in self.sentinels:
@@ -330,32 +357,36 @@ class SentinelServers:
         return next(s for s in (self.master, self.replica) if s.port == int(port))
 
     def failover(self, timeout: float = 30.0) -> RedisServer:
-        """Promote the replica (the old master becomes its replica); return the new master
-        once every Sentinel names it and it accepts writes."""
+        """Promote the replica with ``SENTINEL FAILOVER`` (the old master keeps running and
+        becomes its replica later); return the new master once every Sentinel names it."""
         old = self.current_master()
-        new = self.replica if old is self.master else self.master
         client = _client(self.sentinels[0])
         try:
             client.execute_command("SENTINEL", "FAILOVER", self.master_name)
         finally:
             client.close()
+        return self.wait_for_new_master(old, timeout)
+
+    def wait_for_new_master(self, old: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Wait until every Sentinel names the other server and it is a master; return it."""
+        new = self.replica if old is self.master else self.master
 
         def switched() -> bool:
             for sentinel in self.sentinels:
-                sentinel_client = _client(sentinel)
+                client = _client(sentinel)
                 try:
-                    _, port = sentinel_client.execute_command(
+                    _, port = client.execute_command(
                         "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
                     )
                 finally:
-                    sentinel_client.close()
+                    client.close()
                 if int(port) != new.port:
                     return False
-            writable = _client(new)
+            promoted = _client(new)
             try:
-                return writable.info("replication").get("role") == "master"
+                return promoted.info("replication").get("role") == "master"
             finally:
-                writable.close()
+                promoted.close()
 
         wait_until(switched, timeout, "the Sentinels to switch to the replica")
         return new

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import MovedError, RedisError, ResponseError
+from redis.exceptions import MovedError, ResponseError
 
 from ..backoff import Backoff
 from ..errors import BrokerUnavailable
@@ -38,6 +38,7 @@ from ..events import Event, Publication, StreamPosition, now_ms
 from .base import BrokerHandler, BrokerOptions
 from .envelope import MalformedPayload, decode_payload
 from .keys import INSTANCES_KEY, channel_keys, channel_of, heartbeat_channel
+from .script_batch import REDIS_FAILURES
 from .shard_reader import ShardReader
 from .slots import NodeAddress, SlotMap
 from .store import RedisStore, unavailable
@@ -198,7 +199,7 @@ class ClusterBroker:
         reader = self._assigned.pop(channel, None)
         if reader is not None and self._readers.get(reader.address) is reader:
             # A failure here means the connection is gone, and with it the subscription.
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await reader.unsubscribe(channel_keys(channel).pubsub.encode())
 
     def _owner(self, channel: str) -> ShardReader | None:
@@ -209,7 +210,7 @@ class ClusterBroker:
 
     async def _send_subscribe(self, reader: ShardReader, channel: str) -> None:
         self._assigned[channel] = reader
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await reader.subscribe(channel_keys(channel).pubsub.encode())
         if (
             self._readers.get(reader.address) is not reader
@@ -310,7 +311,7 @@ class ClusterBroker:
             self._remap.clear()
             try:
                 done = await self._place()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("cannot read the cluster's slot map: %s", exc)
                 done = False
             if done:
@@ -346,7 +347,7 @@ class ClusterBroker:
             old = reader.heartbeat
             name = reader.heartbeat = heartbeat_channel(self._options.instance_id, tag)
             reader.heartbeat_live = False
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 if old is not None:
                     await reader.unsubscribe(old)
                 await reader.subscribe(name)
@@ -368,11 +369,13 @@ class ClusterBroker:
             self,
             username=self._username,
             password=self._password,
+            # CLIENT LIST tells which instance a connection belongs to.
+            client_name=f"feeds-{self._options.instance_id}",
             connect_timeout_s=_CONNECT_TIMEOUT_S,
         )
         try:
             await reader.open()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("cannot connect to %s: %s", address, exc)
             await reader.close()
             return False
@@ -402,7 +405,7 @@ class ClusterBroker:
             try:
                 reply = await client.execute_command("CLUSTER SHARDS")  # type: ignore[no-untyped-call]
                 slot_map = SlotMap.from_shards(reply)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_FAILURES as exc:
                 error = exc
                 continue
             finally:
@@ -459,7 +462,7 @@ class ClusterBroker:
                 if reader.heartbeat is not None
             ]
             registered = self._cluster.zadd(INSTANCES_KEY, {self._options.instance_id: now_ms()})
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 # Bounded, so that one unreachable node does not delay the others'
                 # beats and the deafness checks below.
                 await asyncio.wait_for(

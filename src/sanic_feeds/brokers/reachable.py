@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from .urls import parse_cluster_url, parse_sentinel_url
 
@@ -35,7 +37,11 @@ async def check(scheme: str, url: str) -> None:
         sentinel_url = parse_sentinel_url(url)
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             [(a.host, a.port) for a in sentinel_url.sentinels],
-            sentinel_kwargs={"socket_connect_timeout": _TIMEOUT_S, "socket_timeout": _TIMEOUT_S},
+            sentinel_kwargs={
+                "socket_connect_timeout": _TIMEOUT_S,
+                "socket_timeout": _TIMEOUT_S,
+                "retry": Retry(NoBackoff(), 0),
+            },
             socket_connect_timeout=_TIMEOUT_S,
             socket_timeout=_TIMEOUT_S,
             db=sentinel_url.db,

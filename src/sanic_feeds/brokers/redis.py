@@ -284,6 +284,12 @@ class RedisBroker:
                 if not self._resubscribing and self._handler is not None:
                     self._handler.on_resubscribed()
 
+    def _reconnect_pubsub(self) -> None:
+        """End the pub/sub session now; the reader reconnects, resubscribes and heals."""
+        session = self._session_task
+        if session is not None and not session.done():
+            session.cancel()
+
     # -- heartbeat
 
     async def _heartbeat_forever(self) -> None:

@@ -18,11 +18,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ..errors import BrokerUnavailable
 
-__all__ = ["ScriptBatcher"]
+__all__ = ["REDIS_FAILURES", "ScriptBatcher"]
+
+#: Every way a Redis call fails that is Redis's (or the network's) doing, not a bug.
+#: RedisCluster raises RedisClusterException, which is no RedisError, when no node
+#: answers at all.
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 _Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
@@ -120,7 +125,7 @@ def _no_script(reply: Any) -> bool:
 
 def _as_unavailable(exc: BaseException) -> BaseException:
     """Redis failing is ``BrokerUnavailable``; anything else (a bug) stays what it is."""
-    if isinstance(exc, RedisError | OSError | TimeoutError):
+    if isinstance(exc, REDIS_FAILURES):
         return BrokerUnavailable(f"broker unavailable: {exc}")
     if isinstance(exc, asyncio.CancelledError):
         return BrokerUnavailable("broker unavailable: closing")

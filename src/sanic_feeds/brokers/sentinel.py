@@ -6,23 +6,36 @@ connection asks the Sentinels for the current master (redis-py's
 ``redis.asyncio.sentinel``). After a failover the old master's connections fail
 (Sentinel kills the clients of a master it demotes, and a dead master drops them
 anyway); commands retry on the new master, and the reader reconnects there,
-resubscribes and heals the gap from history, as after any reconnect. What the old
-master accepted but had not replicated when it failed is lost: the new master's
-history does not have it, and clients are told ``recovered: false`` if they needed it.
+resubscribes and heals the gap from history, as after any reconnect.
+
+Sentinel can also promote a replica while the old master still runs (``SENTINEL
+FAILOVER``, or a master cut off from the Sentinels only): it demotes the old one
+seconds later, and until then pooled connections would keep writing there. So the
+broker asks the Sentinels every heartbeat, and when they name another master it
+drops every connection at once. What the old master accepted and did not replicate
+is lost all the same (Redis replicates asynchronously); run masters with
+``min-replicas-to-write 1`` (and two replicas) to have it refuse such writes.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import RedisError
 
-from .base import BrokerOptions
+from .base import BrokerHandler, BrokerOptions
 from .redis import RedisBroker
 from .urls import parse_sentinel_url
 
 __all__ = ["SentinelBroker"]
+
+log = logging.getLogger("sanic_feeds.broker")
 
 _CONNECT_TIMEOUT_S = 2.0
 _COMMAND_TIMEOUT_S = 5.0
@@ -35,16 +48,19 @@ class SentinelBroker(RedisBroker):
         parsed = parse_sentinel_url(url)
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
             [(a.host, a.port) for a in parsed.sentinels],
-            # Asking the Sentinels: quick, and on to the next one when one is down.
+            # Asking the Sentinels: quick, and on to the next one when one is down
+            # (redis-py's default retries would wait seconds on each).
             sentinel_kwargs={
                 "socket_connect_timeout": _CONNECT_TIMEOUT_S,
                 "socket_timeout": _CONNECT_TIMEOUT_S,
+                "retry": Retry(NoBackoff(), 0),
             },
             db=parsed.db,
             username=parsed.username,
             password=parsed.password,
         )
         self._master = parsed.master
+        self._watch_task: asyncio.Task[None] | None = None
         super().__init__(url, options)
 
     def _clients(self, url: str) -> tuple[Redis, Redis]:
@@ -64,6 +80,34 @@ class SentinelBroker(RedisBroker):
         )
         return commands, pubsub
 
+    async def start(self, handler: BrokerHandler) -> None:
+        await super().start(handler)
+        self._watch_task = asyncio.create_task(self._watch_master(), name="feeds-sentinel-watch")
+
     async def close(self) -> None:
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await super().close()
         await self._sentinel.aclose()
+
+    async def _watch_master(self) -> None:
+        known: tuple[str, int] | None = None
+        while True:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                address = await self._sentinel.discover_master(self._master)
+                if known is not None and address != known:
+                    log.warning(
+                        "Sentinel names a new master for %r (%s:%s): reconnecting",
+                        self._master,
+                        *address,
+                    )
+                    # Every connection goes, in use or not: a command in flight
+                    # on the old master is retried on the new one, the reader
+                    # reconnects and heals.
+                    await self._redis.connection_pool.disconnect()
+                    self._reconnect_pubsub()
+                known = address
+            await asyncio.sleep(self._options.heartbeat_interval_s)

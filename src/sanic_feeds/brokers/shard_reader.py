@@ -66,6 +66,7 @@ class ShardReader:
         *,
         username: str | None = None,
         password: str | None = None,
+        client_name: str | None = None,
         connect_timeout_s: float = 2.0,
     ) -> None:
         self.address = address
@@ -78,6 +79,7 @@ class ShardReader:
             port=address.port,
             username=username,
             password=password,
+            client_name=client_name,
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=None,
             retry=Retry(NoBackoff(), 0),

@@ -20,14 +20,13 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from ..errors import BrokerUnavailable
 from ..events import Event, Join, Leave, Publication, StreamPosition, now_ms
 from .base import BrokerOptions
 from .envelope import decode_envelope, encode_envelope, encode_membership
 from .keys import INSTANCES_KEY, channel_keys
-from .script_batch import ScriptBatcher
+from .script_batch import REDIS_FAILURES, ScriptBatcher
 
 __all__ = ["RedisStore", "publish_script", "unavailable"]
 
@@ -53,7 +52,7 @@ def unavailable() -> Iterator[None]:
     """Map every way Redis can fail to the one error clients are told about."""
     try:
         yield
-    except (TimeoutError, RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
 
 
@@ -239,5 +238,5 @@ class RedisStore:
     async def forget_instance(self) -> None:
         """Remove this instance from the registry (it is closing): its presence entries
         are deleted by the next read of each channel's presence."""
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await self._redis.zrem(INSTANCES_KEY, self._options.instance_id)
