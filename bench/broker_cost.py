@@ -6,11 +6,12 @@
 Runs INSTANCES brokers in this process (what INSTANCES ``sanic-feeds serve`` processes
 would hold), each subscribed to every channel, and one more that publishes PUBLISHES
 messages of PAYLOAD_BYTES round robin over CHANNELS. It reads ``INFO commandstats`` and
-``INFO stats`` of every primary (one for ``redis://``, each shard's for
+``INFO stats`` and ``INFO cpu`` of every primary (one for ``redis://``, each shard's for
 ``redis+cluster://``) before and after, once while idle for as long as publishing took
 (heartbeats, which cost per instance per second, not per publish) and once while
 publishing, and prints the difference per publish: commands by name (those a script runs
-are counted inside ``evalsha``'s line and on their own) and bytes in and out of Redis.
+are counted inside ``evalsha``'s line and on their own), bytes in and out of Redis, and
+the Redis process's CPU time (on a busy machine, a rough figure).
 No MONITOR: counting costs Redis nothing. Use a Redis nobody else uses meanwhile.
 """
 
@@ -77,6 +78,8 @@ async def snapshot(nodes: list[NodeAddress]) -> dict[NodeAddress, Counter[str]]:
             stats = await client.info("stats")
             counts["bytes_in"] = int(stats["total_net_input_bytes"])
             counts["bytes_out"] = int(stats["total_net_output_bytes"])
+            cpu = await client.info("cpu")
+            counts["cpu_us"] = int(1e6 * (cpu["used_cpu_user"] + cpu["used_cpu_sys"]))
             found[node] = counts
         finally:
             await client.aclose()
@@ -146,14 +149,18 @@ async def main(args: argparse.Namespace) -> None:
 
 def describe(delta: Counter[str], publishes: int) -> str:
     commands = sorted(
-        ((name, n) for name, n in delta.items() if not name.startswith("bytes_") and n > 0),
+        ((name, n) for name, n in delta.items() if name not in _NOT_COMMANDS and n > 0),
         key=lambda item: -item[1],
     )
     per = ", ".join(f"{name} {n / publishes:.2f}" for name, n in commands if n / publishes >= 0.01)
     return (
-        f"{delta['bytes_in'] / publishes:.0f} B in, {delta['bytes_out'] / publishes:.0f} B out "
-        f"per publish; commands per publish: {per}"
+        f"{delta['bytes_in'] / publishes:.0f} B in, {delta['bytes_out'] / publishes:.0f} B out, "
+        f"{delta['cpu_us'] / publishes:.1f} us of Redis CPU per publish; "
+        f"commands per publish: {per}"
     )
+
+
+_NOT_COMMANDS = frozenset({"bytes_in", "bytes_out", "cpu_us"})
 
 
 if __name__ == "__main__":

