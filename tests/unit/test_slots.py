@@ -57,6 +57,19 @@ def test_a_flat_reply_with_text_keys_parses_the_same() -> None:
     assert slot_map.owner(123) == A
 
 
+def test_a_failed_master_listed_beside_the_promoted_one_is_not_the_primary() -> None:
+    # Valkey, after a failover: the dead primary stays in its shard, as a master, failed.
+    dead = {**node(A, b"master"), b"health": b"fail"}
+    slot_map = SlotMap.from_shards([shard([0, 16383], dead, node(B, b"master"))])
+    assert slot_map.owner(0) == B
+    assert slot_map.primaries == {B}
+
+
+def test_a_shard_whose_every_master_failed_keeps_one_to_retry() -> None:
+    dead = {**node(A, b"master"), b"health": b"fail"}
+    assert SlotMap.from_shards([shard([0, 16383], dead)]).owner(0) == A
+
+
 def test_the_endpoint_is_preferred_to_the_ip_unless_unknown() -> None:
     named = node(A, b"master", endpoint=b"redis-a.internal")
     unknown = node(B, b"master", endpoint=b"?")

@@ -64,20 +64,21 @@ class SlotMap:
     def from_shards(cls, reply: Iterable[Any]) -> SlotMap:
         """Parse a ``CLUSTER SHARDS`` reply, as redis-py returns it (each shard a mapping or
         a flat ``[key, value, ...]`` list, keys as bytes or str). Each shard's primary is
-        its node with ``role`` master; it is reached at its ``endpoint``, or its ``ip`` when
-        the endpoint is unknown (``?``, empty)."""
+        its node with ``role`` master, the first one not failed: after a failover, Valkey
+        lists the dead primary in its shard as a master still, with ``health`` fail. It
+        is reached at its ``endpoint``, or its ``ip`` when the endpoint is unknown (``?``,
+        empty)."""
         ranges: list[tuple[int, int, NodeAddress]] = []
         for shard in reply:
             fields = _mapping(shard)
             slots = [int(s) for s in fields.get("slots", [])]
-            primary = next(
-                (
-                    _mapping(node)
-                    for node in fields.get("nodes", [])
-                    if _text(_mapping(node).get("role")) == "master"
-                ),
-                None,
-            )
+            masters = [
+                node
+                for node in map(_mapping, fields.get("nodes", []))
+                if _text(node.get("role")) == "master"
+            ]
+            masters.sort(key=lambda node: _text(node.get("health")) == "fail")
+            primary = masters[0] if masters else None
             if primary is None or not slots:
                 continue
             host = _text(primary.get("endpoint"))
