@@ -10,10 +10,11 @@
   to kill or restart; the second with the AOF on, so its data survives ``restart()``.
 - ``redis_cluster`` (session): a private 3-primary Redis Cluster (``ClusterServers``);
   ``redis_cluster_url`` (function): its ``redis+cluster://`` URL, after FLUSHALL on every
-  primary. ``private_cluster`` (function): a 3-primary cluster of the test's own whose first
-  primary has a replica, to reshard or fail over. ``private_sentinel`` (function): a master,
-  a replica and three Sentinels (``SentinelServers``). No server binary: skipped like the
-  Redis fixtures, and failed the same way under ``FEEDS_REQUIRE_REDIS=1``.
+  primary. ``private_cluster`` (function): a 3-primary cluster of the test's own whose
+  first primary has a replica and whose second holds 1/15 of the slots, to reshard or
+  fail over. ``private_sentinel`` (function): a master, a replica and three Sentinels
+  (``SentinelServers``). No server binary: skipped like the Redis fixtures, and failed
+  the same way under ``FEEDS_REQUIRE_REDIS=1``.
 - ``feeds_server_factory`` (function): starts ``sanic-feeds serve`` processes; at teardown
   SIGTERMs each, and fails the test if one does not exit within 10 s.
 
@@ -148,7 +149,9 @@ def redis_cluster_url(redis_cluster: ClusterServers) -> str:
 
 @pytest.fixture
 def private_cluster() -> Iterator[ClusterServers]:
-    cluster: ClusterServers = _no_binary_skips(ClusterServers, replicated=[0])
+    # The second primary holds a small share of the slots, so that moving them all
+    # (test_failover_drills) takes seconds, not tens of seconds.
+    cluster: ClusterServers = _no_binary_skips(ClusterServers, replicated=[0], shares=[7, 1, 7])
     try:
         cluster.start()
         yield cluster

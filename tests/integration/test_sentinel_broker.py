@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import redis
+
 from sanic_feeds.brokers import BrokerOptions, create_broker
 from tests.integration.test_broker_contract import Recorder, offsets
 from tests.support.redis_cluster import SentinelServers
@@ -35,5 +37,20 @@ async def test_the_broker_follows_a_failover_and_heals(private_sentinel: Sentine
         assert offsets(await recorder.wait_pubs("news", 4)) == [1, 2, 3, 4]
         pubs, _ = await broker.history("news", None, 10)
         assert [p.data for p in pubs] == [0, 1, 2, 3]
+
+        # A connection that was connecting while the Sentinels switched reached the old
+        # master (which accepts writes until Sentinel demotes it, seconds later): the
+        # broker does not use it, and the publish lands on the new master.
+        pool = broker._redis.connection_pool  # type: ignore[attr-defined]
+        stale = await pool.get_connection()
+        await stale.disconnect()
+        await stale.connect_to((old.host, old.port))
+        await pool.release(stale)
+        assert (await broker.publish("news", 4)).offset == 5
+        new = redis.Redis(host=old.host, port=private_sentinel.current_master().port)
+        try:
+            assert new.hget("feeds:{news}:meta", "offset") == b"5"
+        finally:
+            new.close()
     finally:
         await broker.close()

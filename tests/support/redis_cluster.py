@@ -70,8 +70,9 @@ def _client(server: RedisServer) -> redis.Redis:
 
 
 class ClusterServers:
-    """``masters`` primaries that split the slots evenly, and one replica for each primary
-    listed in ``replicated`` (indexes into ``masters``). ``node_timeout_ms`` is how long a
+    """``masters`` primaries that split the slots in proportion to ``shares`` (evenly by
+    default), and one replica for each primary listed in ``replicated`` (indexes into
+    ``masters``). ``node_timeout_ms`` is how long a
     silent node takes to be failed over (``cluster-node-timeout``). ``start()`` returns once
     every node agrees on the slots and every replica is in sync; ``close()`` stops them all.
 
@@ -79,9 +80,17 @@ class ClusterServers:
     """
 
     def __init__(
-        self, masters: int = 3, replicated: Sequence[int] = (), *, node_timeout_ms: int = 1000
+        self,
+        masters: int = 3,
+        replicated: Sequence[int] = (),
+        *,
+        shares: Sequence[int] | None = None,
+        node_timeout_ms: int = 1000,
     ) -> None:
         binary = find_server_binary()
+        self.shares = tuple(shares) if shares is not None else (1,) * masters
+        if len(self.shares) != masters:
+            raise ValueError("one share per master")
         self.binary = binary
         self.node_timeout_ms = node_timeout_ms
         #: The cluster bus port of each node, by id(node).
@@ -125,11 +134,11 @@ class ClusterServers:
             node.start()
         for node in self.nodes:
             self.ids[node.port] = self._call(node, "CLUSTER", "MYID").decode()
-        share = SLOTS // len(self.masters)
+        first = 0
         for index, master in enumerate(self.masters):
-            first = index * share
-            last = SLOTS - 1 if index == len(self.masters) - 1 else first + share - 1
-            self._call(master, "CLUSTER", "ADDSLOTSRANGE", first, last)
+            taken = sum(self.shares[: index + 1]) * SLOTS // sum(self.shares)
+            self._call(master, "CLUSTER", "ADDSLOTSRANGE", first, taken - 1)
+            first = taken
         for node in self.nodes[1:]:
             bus_port = self.bus_ports[id(node)]
             self._call(self.masters[0], "CLUSTER", "MEET", HOST, node.port, bus_port)

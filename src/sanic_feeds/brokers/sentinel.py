@@ -12,7 +12,8 @@ Sentinel can also promote a replica while the old master still runs (``SENTINEL
 FAILOVER``, or a master cut off from the Sentinels only): it demotes the old one
 seconds later, and until then pooled connections would keep writing there. So the
 broker asks the Sentinels every heartbeat, and when they name another master it
-drops every connection at once. What the old master accepted and did not replicate
+drops every connection at once; a connection that was being opened as they
+switched, and reached the old master, is not handed out (``_MasterPool``). What the old master accepted and did not replicate
 is lost all the same (Redis replicates asynchronously); run masters with
 ``min-replicas-to-write 1`` (and two replicas) to have it refuse such writes.
 """
@@ -24,8 +25,9 @@ import contextlib
 import logging
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
@@ -69,12 +71,14 @@ class SentinelBroker(RedisBroker):
         # pub/sub never retries inside redis-py (the reader reconnects and heals).
         commands = self._sentinel.master_for(
             self._master,
+            connection_pool_class=_MasterPool,
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             socket_timeout=_COMMAND_TIMEOUT_S,
             retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3),
         )
         pubsub = self._sentinel.master_for(
             self._master,
+            connection_pool_class=_MasterPool,
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
         )
@@ -97,17 +101,43 @@ class SentinelBroker(RedisBroker):
         known: tuple[str, int] | None = None
         while True:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                address = await self._sentinel.discover_master(self._master)
+                address = tuple(await self._sentinel.discover_master(self._master))
                 if known is not None and address != known:
                     log.warning(
                         "Sentinel names a new master for %r (%s:%s): reconnecting",
                         self._master,
                         *address,
                     )
-                    # Every connection goes, in use or not: a command in flight
-                    # on the old master is retried on the new one, the reader
-                    # reconnects and heals.
+                # Checked every time, not only at the switch: a connection that was
+                # asking the Sentinels as they switched may have reached the old one.
+                if _follow(self._redis, address):
+                    # Every connection goes, in use or not (a command in flight is
+                    # retried on the new master).
                     await self._redis.connection_pool.disconnect()
-                    self._reconnect_pubsub()
-                known = address
+                if _follow(self._pubsub_client, address):
+                    self._reconnect_pubsub()  # the reader reconnects and heals
+                known = address  # type: ignore[assignment,unused-ignore]
             await asyncio.sleep(self._options.heartbeat_interval_s)
+
+
+def _follow(client: Redis, master: tuple[object, ...]) -> bool:
+    """Point ``client``'s pool at ``master``; True when it pointed elsewhere."""
+    pool = client.connection_pool
+    if not isinstance(pool, _MasterPool) or pool.master_address in (None, master):
+        return False
+    pool.master_address = master
+    return True
+
+
+class _MasterPool(SentinelConnectionPool):
+    """A Sentinel pool that hands out no connection to a server other than the master it
+    knows of: one connected elsewhere (it was connecting while Sentinel switched
+    masters) connects again, asking the Sentinels."""
+
+    async def get_connection(self, *args: object, **kwargs: object) -> AbstractConnection:
+        connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        address = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if self.master_address is not None and address != tuple(self.master_address):
+            await connection.disconnect()
+            await connection.connect()  # type: ignore[no-untyped-call]
+        return connection
