@@ -21,7 +21,8 @@ import redis
 
 from sanic_feeds.brokers.slots import SlotMap, slot_of
 
-from .redis_server import RedisServer, find_server_binary, free_port
+from . import redis_server
+from .redis_server import RedisServer, free_port
 
 __all__ = ["ClusterServers", "SentinelServers", "find_cli_binary", "wait_until"]
 
@@ -87,7 +88,8 @@ class ClusterServers:
         shares: Sequence[int] | None = None,
         node_timeout_ms: int = 1000,
     ) -> None:
-        binary = find_server_binary()
+        # Looked up through the module, so that a test can hide every binary.
+        binary = redis_server.find_server_binary()
         self.shares = tuple(shares) if shares is not None else (1,) * masters
         if len(self.shares) != masters:
             raise ValueError("one share per master")
@@ -310,7 +312,8 @@ class SentinelServers:
     master_name = "feeds"
 
     def __init__(self, *, down_after_ms: int = 1000) -> None:
-        binary = find_server_binary()
+        # Looked up through the module, so that a test can hide every binary.
+        binary = redis_server.find_server_binary()
         # A replica's first sync starts at once (the default waits 5 s); either may
         # be the master.
         fast_sync = ["--repl-diskless-sync-delay", "0"]

@@ -13,9 +13,10 @@ FAILOVER``, or a master cut off from the Sentinels only): it demotes the old one
 seconds later, and until then pooled connections would keep writing there. So the
 broker asks the Sentinels every heartbeat, and when they name another master it
 drops every connection at once; a connection that was being opened as they
-switched, and reached the old master, is not handed out (``_MasterPool``). What the old master accepted and did not replicate
-is lost all the same (Redis replicates asynchronously); run masters with
-``min-replicas-to-write 1`` (and two replicas) to have it refuse such writes.
+switched, and reached the old master, is not handed out (``_MasterPool``).
+What the old master accepted and did not replicate is lost all the same
+(Redis replicates asynchronously); run masters with ``min-replicas-to-write 1``
+(and two replicas) to have it refuse such writes.
 """
 
 from __future__ import annotations
