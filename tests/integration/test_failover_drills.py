@@ -93,6 +93,8 @@ class Account:
 
     published: dict[str, list[int]]
     subscribers: list[Subscriber]
+    #: The servers' logs, after the drill.
+    logs: str = ""
 
     def unexplained(self) -> list[str]:
         problems = []
@@ -172,7 +174,7 @@ async def drill(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-    return Account(published, subscribers)
+    return Account(published, subscribers, "\n".join(server.log() for server in servers))
 
 
 def channels_on(cluster: ClusterServers, count_per_primary: int) -> dict[int, list[str]]:
@@ -211,9 +213,13 @@ async def test_clients_lose_nothing_while_every_slot_of_a_primary_migrates(
             assert cluster.owner_of(channel_keys(name).pubsub) is target
 
     account = await drill(cluster.url, feeds_server_factory, [*on[0], *on[1]], reshard)
-    print(account.summary("reshard"))
+    followed = account.logs.count("its slot moved")
+    print(account.summary("reshard") + f"; {followed} subscriptions followed their slot")
     assert account.unexplained() == []
     assert all(sub.closes == [] for sub in account.subscribers)
+    # Both instances' brokers (the worker that serves the channel's subscriber on the
+    # first) followed each moved channel.
+    assert followed >= 2 * len(on[1])
 
 
 async def test_clients_lose_nothing_unexplained_when_a_cluster_primary_dies(
