@@ -301,7 +301,9 @@ async def _print_events(base_url: str, channel: str, count: int) -> int:
 # -- main
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser; the options of ``bench`` are declared only ``with_bench``,
+    so that the other commands import nothing of the load generator."""
     parser = argparse.ArgumentParser(
         prog=PROG, description="A horizontally scalable WebSocket feed server on Sanic."
     )
@@ -309,18 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_publish(sub)
     _add_subscribe(sub)
-    try:
+    bench = sub.add_parser("bench", help="measure a deployment under load")
+    if with_bench:
         from .bench import add_bench_arguments
-    except ImportError:
-        pass
-    else:
-        add_bench_arguments(sub.add_parser("bench", help="measure a deployment under load"))
+
+        add_bench_arguments(bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        return _run(build_parser().parse_args(argv))
+        return _run(build_parser(with_bench=args[:1] == ["bench"]).parse_args(args))
     except BrokenPipeError:
         # Whoever read our output went away (`| head`): stop quietly, and keep Python's
         # final flush from raising again (the recipe of the `signal` module's docs).

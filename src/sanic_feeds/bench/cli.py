@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import secrets
 import sys
@@ -23,7 +24,7 @@ from .report import ProgressLine, format_table, json_lines, write_plot
 from .results import RunResult, median_result, with_ratio
 from .runner import Target, run_once
 from .scenarios import CHANNEL_NAMESPACE, RunPlan, Scenario, ScenarioConfig, plan_run
-from .spawn import DEFAULT_REFERENCE_SCRIPT, ServerGroup
+from .spawn import REFERENCE_MODULE, ServerGroup
 from .stats import LatencyHistogram
 
 __all__ = ["add_bench_arguments", "run_bench"]
@@ -33,6 +34,9 @@ COMPARE = "compare"
 
 #: Exit statuses.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCORRECT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: How to get the bench's optional dependencies (pyproject's ``bench`` extra).
+INSTALL_EXTRA = "pip install 'sanic-feeds[bench]'"
 
 _DESCRIPTION = """\
 Drive a sanic-feeds deployment over real WebSockets and measure it: delivered
@@ -68,11 +72,16 @@ machine; a target that comes close to it is measuring the bench, not itself.
 
 targets: --url (repeatable; subscribers are spread round-robin), --spawn N
 (sanic-feeds serve on free ports, with --rate-limit 0 and, unless --joins,
---quiet-namespaces bench), or --target reference (bench/reference_server.py).
+--quiet-namespaces bench), or --target reference (python -m
+sanic_feeds.bench.reference_server, which --with-reference also starts).
 A server started by hand must run with --rate-limit 0, or the publisher is
 refused. Loss is counted --drain seconds after the last publish. RSS per
 connection is the server's growth while the run's connections opened: measure
 it on a fresh server, since memory an earlier run freed is reused silently.
+
+extra dependencies (pip install 'sanic-feeds[bench]'): psutil measures the
+servers' memory and CPU; idle and --server-pid need it, other runs go on
+without it and print '-' and a note. matplotlib is needed by --plot only.
 
 examples:
   sanic-feeds bench fanout --spawn 1 --subscribers 1000 --rate max --duration 5
@@ -81,8 +90,9 @@ examples:
   sanic-feeds bench idle --spawn 1 --connections 5000
   sanic-feeds bench churn --target reference --stay 500 --churn-rate 100
 
-exit status: 0 done, 1 the run failed (message on stderr), 2 bad options,
-3 with --strict: a message was lost, misrouted or duplicated."""
+exit status: 0 done, 1 the run failed or needs a missing dependency (message
+on stderr), 2 bad options, 3 with --strict: a message was lost, misrouted or
+duplicated."""
 
 
 class _UsageError(BenchError):
@@ -181,7 +191,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--target",
         choices=["feeds", "reference"],
         default="feeds",
-        help="feeds (default) or reference: bench/reference_server.py, spawned "
+        help=f"feeds (default) or reference: python -m {REFERENCE_MODULE}, spawned "
         "unless --url points at one",
     )
     target.add_argument(
@@ -207,9 +217,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--reference-server",
         type=Path,
-        default=DEFAULT_REFERENCE_SCRIPT,
-        metavar="PATH",
-        help="the reference server script (default: bench/reference_server.py of the checkout)",
+        metavar="FILE",
+        help=f"run this script as the reference server instead of python -m {REFERENCE_MODULE} "
+        "(it gets --port PORT and must listen on 127.0.0.1)",
     )
     target.add_argument(
         "--with-reference",
@@ -374,7 +384,8 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run the invocation ``args`` describes; return the exit status.
 
     Errors a user can act on are printed as one line on stderr (status 1,
-    2 for options that do not go together); results go to stdout.
+    also for a missing optional dependency the options need; 2 for options
+    that do not go together); results go to stdout.
     """
     try:
         return _run(args)
@@ -441,6 +452,10 @@ def _check_target_options(args: argparse.Namespace, compare: bool) -> None:
         )
     if compare and args.target == "reference":
         raise _UsageError("the target is already the reference server: nothing to compare")
+    spawns_reference = compare or (args.target == "reference" and not args.url)
+    script = args.reference_server
+    if spawns_reference and script is not None and not script.is_file():
+        raise _UsageError(f"--reference-server: no file {script}")
     if not args.ceiling and args.target == "feeds" and not args.url and not args.spawn:
         raise _UsageError(
             "say what to measure: --url ws://HOST:PORT (repeat for several instances), "
@@ -454,6 +469,29 @@ def _check_target_options(args: argparse.Namespace, compare: bool) -> None:
                 "published on one instance never reaches the others; use --broker "
                 "redis://HOST:PORT/DB"
             )
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (matplotlib takes a while)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def _check_dependencies(args: argparse.Namespace, scenario: Scenario) -> None:
+    """Fail before any server starts when the options need a dependency that
+    is missing: finding out after a whole run would waste it.
+
+    Only ``--plot`` needs matplotlib, and only ``idle`` (whose figure is the
+    servers' memory) and ``--server-pid`` need psutil; every other run goes
+    without psutil and says in a note what it could not measure (:mod:`.probe`).
+    """
+    if args.plot is not None and not _installed("matplotlib"):
+        raise BenchError(f"--plot needs matplotlib: {INSTALL_EXTRA}")
+    if _installed("psutil"):
+        return
+    if scenario is Scenario.IDLE:
+        raise BenchError(f"idle measures server memory and needs psutil: {INSTALL_EXTRA}")
+    if args.server_pid:
+        raise BenchError(f"--server-pid needs psutil to measure the servers: {INSTALL_EXTRA}")
 
 
 def _default_timeout_s(config: ScenarioConfig, runs: int) -> float:
@@ -502,6 +540,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_target_options(args, compare)
     if args.plot is not None and args.plot.parent and not args.plot.parent.is_dir():
         raise _UsageError(f"--plot: no directory {args.plot.parent}")
+    _check_dependencies(args, config.scenario)
     runs = args.repeat * (2 if compare else 1)
     deadline = Deadline(args.timeout or _default_timeout_s(config, runs))
     progress = ProgressLine(enabled=not args.quiet)
