@@ -51,6 +51,8 @@ _COMMAND_TIMEOUT_S = 5.0
 #: Command connections per process; more concurrent commands wait for one.
 _POOL_CONNECTIONS = 100
 _SUBSCRIBE_TIMEOUT_S = 5.0
+#: How long close() waits for Redis to take the instance off the instances set.
+_GOODBYE_TIMEOUT_S = 0.5
 
 
 class ChannelKeys:
@@ -174,8 +176,12 @@ class RedisBroker:
         # Closed: no longer hearing anything (``ready`` turns false).
         self._pubsub = None
         self._connected.clear()
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.zrem(_INSTANCES_KEY, self._options.instance_id)
+        # A goodbye, not a necessity (presence expires a silent instance anyway):
+        # a Redis that does not answer must not hold the shutdown.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(
+                self._redis.zrem(_INSTANCES_KEY, self._options.instance_id), _GOODBYE_TIMEOUT_S
+            )
         await self._redis.aclose()
         await self._pubsub_client.aclose()
 

@@ -30,6 +30,15 @@ def error_response(exc: FeedsError) -> HTTPResponse:
 def register_api(bp: Blueprint, node: Node, is_ready_now: Callable[[], bool]) -> None:
     """Add the API's routes to ``bp``; ``is_ready_now()`` answers ``GET /ready``."""
 
+    def check_serving(request: Request) -> None:
+        if node.draining:
+            # Sanic keeps serving a keep-alive connection that was busy when the
+            # drain began: this answer closes it, so the client goes elsewhere.
+            stream = request.stream
+            if stream is not None and hasattr(stream, "keep_alive"):
+                stream.keep_alive = False
+        node.check_serving()
+
     def check_api_key(request: Request) -> None:
         key = node.settings.api_key
         if not key:
@@ -41,6 +50,7 @@ def register_api(bp: Blueprint, node: Node, is_ready_now: Callable[[], bool]) ->
     async def publish(request: Request) -> HTTPResponse:
         try:
             check_api_key(request)
+            check_serving(request)
             try:
                 body = orjson.loads(request.body)
             except orjson.JSONDecodeError:
@@ -58,6 +68,7 @@ def register_api(bp: Blueprint, node: Node, is_ready_now: Callable[[], bool]) ->
 
     async def channel_info(request: Request, channel: str) -> HTTPResponse:
         try:
+            check_serving(request)
             presence = await node.presence(channel)
             position = await node.position(channel)
         except FeedsError as exc:

@@ -68,6 +68,8 @@ class Feeds:
         #: Upgrades admitted whose handler has not started yet: they count against
         #: --max-connections (a request that never gets there drops out when collected).
         self._upgrading: weakref.WeakSet[Request] = weakref.WeakSet()
+        #: When the shutdown must be over (loop time), once draining started.
+        self._stop_by: float | None = None
         if app is not None:
             self.init_app(app)
 
@@ -137,16 +139,32 @@ class Feeds:
         )
 
     async def _drain(self, app: Sanic[Any, Any]) -> None:
+        # One deadline, --drain-timeout from SIGTERM, bounds every step of the
+        # shutdown: this one, Sanic's wait for HTTP connections, and _stop.
+        loop = asyncio.get_running_loop()
+        self._stop_by = loop.time() + self.settings.drain_timeout_s
+        # Busy keep-alive HTTP clients get "Connection: close" with their next
+        # answer (the API answers 503 meanwhile) instead of holding Sanic's
+        # graceful wait to its end.
+        app.config.KEEP_ALIVE = False
         # Refuse new upgrades, tell every client to go away (1001), and give
-        # the handlers a bounded time to leave their channels cleanly.
+        # the handlers the time left to leave their channels cleanly.
         tasks = self.node.drain()
         if tasks:
-            await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
+            await asyncio.wait(tasks, timeout=self._time_left_s())
+        # Sanic waits this long for HTTP connections, after this listener.
+        app.config.GRACEFUL_SHUTDOWN_TIMEOUT = self._time_left_s()
 
     async def _stop(self, app: Sanic[Any, Any]) -> None:
         if self._keepalive is not None:
             self._keepalive.close()
-        await self.node.stop()
+        await self.node.stop(timeout_s=self._time_left_s())
+
+    def _time_left_s(self) -> float:
+        """Seconds left before the drain deadline (the whole drain timeout before it starts)."""
+        if self._stop_by is None:
+            return self.settings.drain_timeout_s
+        return max(0.0, self._stop_by - asyncio.get_running_loop().time())
 
     @property
     def ready(self) -> bool:

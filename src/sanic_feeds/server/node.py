@@ -106,10 +106,12 @@ class Node:
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
         return tasks
 
-    async def stop(self) -> None:
-        """Let departures finish (within ``--drain-timeout``), then close hub and broker."""
+    async def stop(self, *, timeout_s: float | None = None) -> None:
+        """Let departures finish (within ``timeout_s``, ``--drain-timeout`` by default),
+        then close hub and broker."""
         if self._cleanups:
-            await asyncio.wait(self._cleanups, timeout=self.settings.drain_timeout_s)
+            wait_s = self.settings.drain_timeout_s if timeout_s is None else timeout_s
+            await asyncio.wait(self._cleanups, timeout=max(wait_s, 0.001))
         if self._hub is not None:
             await self._hub.close()
         await self.broker.close()
@@ -127,13 +129,17 @@ class Node:
 
     # -- connections
 
+    def check_serving(self) -> None:
+        """Raise ``LimitExceeded`` (503) once draining: clients should go to another instance."""
+        if self.draining:
+            raise LimitExceeded("server shutting down")
+
     def admit(self, upgrading: int = 0) -> None:
         """Raise ``LimitExceeded`` when a new connection cannot be taken now.
 
         ``upgrading``: connections admitted by the caller that are not open yet.
         """
-        if self.draining:
-            raise LimitExceeded("server shutting down")
+        self.check_serving()
         if len(self.connections) + upgrading >= self.settings.max_connections:
             raise LimitExceeded("too many connections on this instance")
 
