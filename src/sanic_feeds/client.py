@@ -137,6 +137,10 @@ class FeedsClient:
         self._connected = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
+        #: The close code that ended the last connection (1006: it ended without one),
+        #: None before any ended: 1001 means the server went away, 1013 that it gave this
+        #: client up (too slow, or its history lost), both followed by a reconnect.
+        self.last_close_code: int | None = None
 
     async def __aenter__(self) -> FeedsClient:
         await self.connect()
@@ -271,9 +275,11 @@ class FeedsClient:
                 try:
                     async for frame in ws:
                         await self._dispatch(orjson.loads(frame))
-                    code = 1000
-                except ConnectionClosed as closed:
-                    code = closed.rcvd.code if closed.rcvd else 1006
+                except ConnectionClosed:
+                    pass
+                # The iteration ends quietly on 1000 and 1001 alike: ask the connection.
+                code = ws.close_code if ws.close_code is not None else 1006
+                self.last_close_code = code
                 if code == 1013:
                     backoff.reset()  # told to come back with since: no reason to wait
                 log.info("connection closed (%s); reconnecting", code)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 import urllib.request
 from typing import Any
@@ -338,3 +340,20 @@ async def test_live_messages_right_after_a_fresh_subscribe_are_not_delivered_aga
     assert _offsets(events, "live") == [2, 3, 4, 5]
     renewed = [e for e in events if isinstance(e, Subscribed) and e.resumed]
     assert len(renewed) == 1 and renewed[0].recovered, renewed
+
+
+async def test_the_close_code_of_a_draining_server_is_reported_as_sent(
+    feeds_server_factory: Any,
+) -> None:
+    """A SIGTERMed server closes with 1001 (going away); the client's iteration of the
+    connection ends quietly on it, as on 1000, which is what was reported before."""
+    server = feeds_server_factory()
+    async with FeedsClient(server.ws_url, backoff_min_s=0.05, backoff_max_s=0.2) as client:
+        await client.subscribe("news")
+        assert client.last_close_code is None
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGTERM)
+        await wait_until(
+            lambda: client.last_close_code is not None, what="the connection's end noticed"
+        )
+        assert client.last_close_code == 1001
