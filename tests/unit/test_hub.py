@@ -13,7 +13,7 @@ from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.events import Join, Publication, StreamPosition
 from sanic_feeds.server.hub import Hub
 from sanic_feeds.server.outbox import Flusher, Outbox
-from tests.support.fakes import FakeProtocol, payloads
+from tests.support.fakes import FakeProtocol, FakeTransport, payloads
 
 
 class Client:
@@ -119,6 +119,72 @@ async def test_concurrent_joins_and_leaves_never_leave_a_member_without_subscrip
     await settle()
     assert [e["data"] for e in stayer.events()] == [1]
     assert len(broker.subscribes) == len(broker.unsubscribes) + 1
+
+
+class GatedBroker(MemoryBroker):
+    """A memory broker whose unsubscribe waits for ``gate``: Redis answering slowly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.unsubscribing = asyncio.Event()
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.unsubscribing.set()
+        await self.gate.wait()
+        await super().unsubscribe(channel)
+
+
+async def test_defect4_a_join_while_the_last_leave_unsubscribes_ends_up_subscribed() -> None:
+    """The pattern's destroy-versus-join race, made deterministic: the last subscriber's
+    leave is inside the broker's unsubscribe when a new subscriber joins."""
+    broker = GatedBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    leaver, joiner = Client(hub), Client(hub)
+    await hub.subscribe("race", leaver.outbox, WireFormat.JSON)
+    leaving = asyncio.create_task(hub.unsubscribe("race", leaver.outbox))
+    await broker.unsubscribing.wait()
+    joining = asyncio.create_task(hub.subscribe("race", joiner.outbox, WireFormat.JSON))
+    await settle()
+    broker.gate.set()
+    await asyncio.gather(leaving, joining)
+    await broker.publish("race", "after the race")
+    await settle()
+    assert [e["data"] for e in joiner.events()] == ["after the race"]
+    assert hub.local_subscribers("race") == 1
+    await hub.close()
+
+
+class DeadTransport(FakeTransport):
+    """A socket that died under the server: every write raises, as a reset one does."""
+
+    def write(self, data: Any) -> None:
+        raise ConnectionResetError("connection reset by peer")
+
+
+async def test_defect5_sockets_dying_mid_fanout_do_not_end_the_channel(setup: Any) -> None:
+    """The pattern awaited each client's send in turn, inside the receiver task: the first
+    dead socket raised there and ended fan-out for the whole channel. Half the subscribers
+    here have sockets that fail on write, interleaved with healthy ones."""
+    broker, hub = setup
+    clients = [Client(hub) for _ in range(20)]
+    doomed = clients[::2]
+    for client in doomed:
+        client.protocol.transport = DeadTransport()
+    for client in clients:
+        await hub.subscribe("fragile", client.outbox, WireFormat.JSON)
+    for n in range(5):
+        await broker.publish("fragile", n)
+        await settle()
+    for client in clients[1::2]:
+        assert [e["data"] for e in client.events()] == [0, 1, 2, 3, 4]
+    assert all(client.outbox.closed for client in doomed)
+    late = Client(hub)
+    await hub.subscribe("fragile", late.outbox, WireFormat.JSON)
+    await broker.publish("fragile", "late")
+    await settle()
+    assert [e["data"] for e in late.events()] == ["late"]
 
 
 async def test_publications_are_encoded_once_per_format_and_reach_each_format(
