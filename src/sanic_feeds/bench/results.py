@@ -302,7 +302,10 @@ def median_result(results: Sequence[RunResult]) -> RunResult:
     """One row of medians over repeated runs of the same scenario and target.
 
     Every figure is the median of that figure (so the p99 shown is the
-    median of the runs' p99s); the latency histogram is the runs' merged.
+    median of the runs' p99s), except the correctness counts (lost,
+    misrouted, duplicates, reordered, foreign), which are the worst run's: a
+    median would show runs that lost (0, 0, 5) as "0 lost". The latency
+    histogram is the runs' merged.
     """
     if not results:
         raise ValueError("no result to take the median of")
@@ -324,11 +327,11 @@ def median_result(results: Sequence[RunResult]) -> RunResult:
         expected=_median_int([r.expected for r in results]),
         delivered_per_s=median(r.delivered_per_s for r in results),
         latency=latency,
-        lost=_median_int([r.lost for r in results]),
-        misrouted=_median_int([r.misrouted for r in results]),
-        duplicates=_median_int([r.duplicates for r in results]),
-        reordered=_median_int([r.reordered for r in results]),
-        foreign=_median_int([r.foreign for r in results]),
+        lost=max(r.lost for r in results),
+        misrouted=max(r.misrouted for r in results),
+        duplicates=max(r.duplicates for r in results),
+        reordered=max(r.reordered for r in results),
+        foreign=max(r.foreign for r in results),
         closed_by_server=closed,
         presence_events=_median_int([r.presence_events for r in results]),
         server_rss_per_conn_kb=median(r.server_rss_per_conn_kb for r in results),
