@@ -371,3 +371,72 @@ async def test_join_and_leave_stop_above_the_announce_limit_but_messages_do_not(
 
 def test_publication_raw_text_default() -> None:
     assert Publication("c", 1, "e", "x").raw_text == "x"
+
+
+class SlowHistoryBroker(MemoryBroker):
+    """A memory broker whose history reads take a while (a Redis round trip, made
+    visible), counting them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history_reads = 0
+
+    async def history(self, channel: str, since: int | None, limit: int) -> Any:
+        self.history_reads += 1
+        await asyncio.sleep(0.02)
+        return await super().history(channel, since, limit)
+
+
+async def test_concurrent_recoveries_of_a_channel_share_one_history_read() -> None:
+    """Clients moving to this instance at once (their own died) each recover what they
+    missed; they used to queue behind one lock, one history read each."""
+    broker = SlowHistoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=100)
+    await broker.start(hub)
+    holder = Client(hub)
+    position, _ = await hub.subscribe("moved", holder.outbox, WireFormat.JSON)
+    for n in range(60):
+        await broker.publish("moved", n)
+    await settle()
+    epoch = position.epoch
+    movers = [Client(hub) for _ in range(30)]
+    results = await asyncio.gather(
+        *(
+            hub.subscribe(
+                "moved", mover.outbox, WireFormat.JSON, since=StreamPosition(30 + n, epoch)
+            )
+            for n, mover in enumerate(movers)
+        )
+    )
+    assert all(recovered for _, recovered in results)
+    for n, mover in enumerate(movers):
+        assert [e["offset"] for e in mover.events()] == list(range(31 + n, 61))
+    assert broker.history_reads <= 2, broker.history_reads
+    await hub.close()
+
+
+async def test_a_recovery_is_not_promised_from_an_epoch_the_broker_no_longer_has() -> None:
+    """The broker lost the channel's history (a Redis restart without persistence) and
+    nothing told this instance yet: a client up to date with the old epoch used to be told
+    ``recovered: true``, then closed once the instance noticed. It is told to try again,
+    and its retry, once the instance caught up, says the truth."""
+    broker = MemoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    member = Client(hub)
+    await hub.subscribe("lost", member.outbox, WireFormat.JSON)
+    await broker.publish("lost", "before")
+    await settle()
+    old = StreamPosition(1, member.events()[0]["epoch"])
+    broker._logs.clear()  # the broker forgets the channel: its next read starts a new epoch
+    comer = Client(hub)
+    with pytest.raises(BrokerUnavailable):
+        await hub.subscribe("lost", comer.outbox, WireFormat.JSON, since=old)
+    await settle()
+    assert member.aborted  # the instance caught up: its clients of the old epoch resubscribe
+    position, recovered = await hub.subscribe("lost", comer.outbox, WireFormat.JSON, since=old)
+    assert not recovered and position.epoch != old.epoch
+    await broker.publish("lost", "after")
+    await settle()
+    assert [e["data"] for e in comer.events()] == ["after"]
+    await hub.close()

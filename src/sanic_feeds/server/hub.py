@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..brokers.base import Broker
 from ..codec import WireFormat, encode_event
@@ -34,6 +35,20 @@ log = logging.getLogger("sanic_feeds.hub")
 
 
 @dataclass(slots=True, eq=False)
+class _HistoryRead:
+    """One read of a channel's history, shared by every recovery that asks meanwhile.
+
+    Until it starts (the end of the loop iteration that created it) it widens
+    to cover what later recoveries need; once started, it serves those it covers.
+    """
+
+    after: int
+    upto: int
+    done: asyncio.Future[tuple[list[Publication], StreamPosition]]
+    started: bool = False
+
+
+@dataclass(slots=True, eq=False)
 class _Channel:
     #: Local subscribers, by the wire format they receive.
     members: dict[WireFormat, set[Outbox]] = field(
@@ -44,10 +59,20 @@ class _Channel:
     #: Live publications held back while the channel is being positioned or
     #: healed; None while publications flow straight through.
     parked: list[Publication] | None = None
+    #: Subscribes past opening the channel but not yet members: the channel is
+    #: not closed under them.
+    joining: int = 0
+    #: History reads pending or in flight for recoveries.
+    reads: list[_HistoryRead] = field(default_factory=list)
 
     @property
     def size(self) -> int:
         return sum(len(outboxes) for outboxes in self.members.values())
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 class _KeyedLock:
@@ -116,52 +141,112 @@ class Hub:
         queue ``subscribed`` first). Raises ``BrokerUnavailable`` with nothing
         changed when the broker fails.
         """
+        # The lock covers opening the channel only: recoveries read history
+        # concurrently, and those of one moment share one read.
         async with self._lock(channel):
             state = self._channels.get(channel)
             if state is None:
                 state = await self._open(channel)
-            try:
-                missed = await self._missed_since(channel, state, since) if since else None
-            except BaseException:
-                if state.size == 0:
-                    await self._close(channel)
-                raise
-            # From here to the end nothing awaits, so no publication can slip
-            # between the recovered ones and the live ones.
-            if greet is not None:
-                greet(state.position, missed is not None)
-            if missed:
-                outbox.put_batch([text_frame(encode_event(pub, wire_format)) for pub in missed])
-            state.members[wire_format].add(outbox)
-            return state.position, missed is not None
+            state.joining += 1
+        try:
+            missed = await self._missed_since(channel, state, since) if since else None
+        except BaseException:
+            state.joining -= 1
+            await self._close_if_unused(channel, state)
+            raise
+        state.joining -= 1
+        # From here to the end nothing awaits, so no publication can slip
+        # between the recovered ones and the live ones.
+        if greet is not None:
+            greet(state.position, missed is not None)
+        if missed:
+            outbox.put_batch([text_frame(encode_event(pub, wire_format)) for pub in missed])
+        state.members[wire_format].add(outbox)
+        return state.position, missed is not None
 
     async def _missed_since(
         self, channel: str, state: _Channel, since: StreamPosition
     ) -> list[Publication] | None:
         """What a client that saw ``since`` missed, up to what the channel delivered;
-        None when that cannot be told completely."""
+        None when that cannot be told completely.
+
+        Raises ``BrokerUnavailable`` when the broker's epoch is not the one this
+        instance delivers (its history was lost and the instance has not caught
+        up yet): a recovery answered from that would be a promise not kept.
+        """
         missed: list[Publication] = []
         last = since.offset
+        confirmed = False
         while True:
             delivered = state.position
             if delivered.epoch != since.epoch or last > delivered.offset:
                 return None
             if delivered.offset - since.offset > self._heal_max:
                 return None
-            if last == delivered.offset:
+            if last == delivered.offset and confirmed:
                 return missed
-            history, _ = await self._broker.history(channel, last, delivered.offset - last)
+            history, current = await self._read_history(channel, state, last, delivered.offset)
+            confirmed = True
+            if self._channels.get(channel) is not state:
+                return None
+            if current.epoch != state.position.epoch:
+                if state.parked is None:
+                    # Nothing told this instance yet (no publication since, no
+                    # reconnect): look now, so that the client's retry finds it done.
+                    state.parked = []
+                    self._heal_soon(channel, state, check_history=True)
+                raise BrokerUnavailable("broker unavailable: resyncing this channel, try again")
+            if last == delivered.offset:
+                continue
             ready, _ = contiguous_after(last, history)
             if not ready or ready[-1].epoch != since.epoch:
                 return None  # history no longer holds them all
-            if self._channels.get(channel) is not state:
-                return None
             # The channel may be behind what history holds (publications in
             # flight): keep only what it already delivered, the rest comes live.
             ready = [pub for pub in ready if pub.offset <= state.position.offset]
             missed.extend(ready)
             if ready:
                 last = ready[-1].offset
+
+    async def _read_history(
+        self, channel: str, state: _Channel, after: int, upto: int
+    ) -> tuple[list[Publication], StreamPosition]:
+        """The publications after offset ``after`` up to ``upto``, and the channel's position
+        in the broker, from one read shared with the other recoveries of the moment."""
+        for read in state.reads:
+            if read.after <= after and read.upto >= upto:
+                break
+            if not read.started:
+                read.after, read.upto = min(read.after, after), max(read.upto, upto)
+                break
+        else:
+            read = _HistoryRead(after, upto, asyncio.get_running_loop().create_future())
+            # Whoever waits may be cancelled: the outcome is retrieved regardless.
+            read.done.add_done_callback(_retrieve)
+            state.reads.append(read)
+            self._spawn(self._run_read(channel, state, read), f"feeds-history:{channel}")
+        publications, position = await asyncio.shield(read.done)
+        return [pub for pub in publications if after < pub.offset <= upto], position
+
+    async def _run_read(self, channel: str, state: _Channel, read: _HistoryRead) -> None:
+        await asyncio.sleep(0)  # the recoveries of this loop iteration join in
+        read.started = True
+        try:
+            result = await self._broker.history(channel, read.after, read.upto - read.after)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else BrokerUnavailable("closing")
+            read.done.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            read.done.set_result(result)
+        finally:
+            state.reads.remove(read)
+
+    async def _close_if_unused(self, channel: str, state: _Channel) -> None:
+        async with self._lock(channel):
+            if self._channels.get(channel) is state and state.size == 0 and not state.joining:
+                await self._close(channel)
 
     async def _open(self, channel: str) -> _Channel:
         # Park publications until the channel's position is known: those
@@ -187,7 +272,7 @@ class Hub:
                 return
             for outboxes in state.members.values():
                 outboxes.discard(outbox)
-            if state.size == 0:
+            if state.size == 0 and not state.joining:
                 await self._close(channel)
 
     async def _close(self, channel: str) -> None:
@@ -240,9 +325,10 @@ class Hub:
     # -- healing
 
     def _heal_soon(self, channel: str, state: _Channel, *, check_history: bool) -> None:
-        task = asyncio.create_task(
-            self._heal(channel, state, check_history), name=f"feeds-heal:{channel}"
-        )
+        self._spawn(self._heal(channel, state, check_history), f"feeds-heal:{channel}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -270,6 +356,8 @@ class Hub:
                 return
             if position.epoch and current.epoch != position.epoch:
                 self._give_up(channel, state, "its history was lost (new epoch)")
+                # Whoever subscribes from now on starts in the new epoch.
+                state.position = current
                 return
             if not position.epoch:
                 position = state.position = StreamPosition(position.offset, current.epoch)
