@@ -51,6 +51,8 @@ _COMMAND_TIMEOUT_S = 5.0
 #: Command connections per process; more concurrent commands wait for one.
 _POOL_CONNECTIONS = 100
 _SUBSCRIBE_TIMEOUT_S = 5.0
+#: The longest wait between two reconnects of the pub/sub reader (full jitter below it).
+_RECONNECT_MAX_S = 0.5
 #: How long close() waits for Redis to take the instance off the instances set.
 _GOODBYE_TIMEOUT_S = 0.5
 
@@ -348,7 +350,11 @@ class RedisBroker:
     # -- the reader
 
     async def _read_forever(self) -> None:
-        backoff = Backoff()
+        # Back within half a second of Redis at worst: every message published while
+        # the reader is away is a gap to heal from history, and after a restart the
+        # publishers' retried backlog lands at once; a slow return can push the gap
+        # past --history-size (the drills saw 1 to 2.8 s with a 2 s ceiling).
+        backoff = Backoff(min_s=0.05, max_s=_RECONNECT_MAX_S)
         first = True
         while True:
             pubsub = self._pubsub_client.pubsub()
