@@ -78,6 +78,21 @@ async def test_fan_out_counts_each_subscriber_once_per_message_by_wire_format(
     assert lag_samples() == 5
 
 
+async def test_a_recovery_counts_what_it_delivers_without_a_lag_sample(
+    counting_hub: Any,
+) -> None:
+    broker, hub = counting_hub
+    await hub.subscribe("c", outbox(hub), WireFormat.JSON)  # the channel is open
+    first = await broker.publish("c", 1)
+    for n in range(2, 5):
+        await broker.publish("c", n)
+    await settle()
+    moved = delta("feeds_messages_delivered_total", format="raw")
+    lag_samples = delta("feeds_delivery_lag_seconds_count")
+    await hub.subscribe("c", outbox(hub), WireFormat.RAW, since=first)
+    assert (moved(), lag_samples()) == (3, 0)
+
+
 async def test_join_and_leave_are_not_counted_as_messages(counting_hub: Any) -> None:
     from sanic_feeds.events import Join
 

@@ -137,6 +137,8 @@ class Hub:
                 greet(state.position, missed is not None)
             if missed:
                 outbox.put_batch([text_frame(encode_event(pub, wire_format)) for pub in missed])
+                if self._counter is not None:
+                    self._counter.recovered(wire_format, len(missed))
             state.members[wire_format].add(outbox)
             return state.position, missed is not None
 

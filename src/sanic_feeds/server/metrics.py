@@ -108,7 +108,8 @@ MESSAGES_PUBLISHED = Counter(
 )
 MESSAGES_DELIVERED = Counter(
     "feeds_messages_delivered_total",
-    "Messages queued to local subscribers (one per subscriber), by wire format.",
+    "Messages queued to local subscribers (one per subscriber: live, healed and "
+    "recovered), by wire format.",
     ["format"],
 )
 SLOW_CLIENT_CLOSES = Counter(
@@ -201,6 +202,11 @@ class FanOutCounter:
                 delivered[wire_format].inc(count * messages)
         # Clocks of two machines can disagree by a little: never a negative lag.
         DELIVERY_LAG_SECONDS.observe(max(0.0, time.time() - last.ts_ms / 1000))
+
+    def recovered(self, wire_format: WireFormat, messages: int) -> None:
+        """One subscriber of ``wire_format`` was queued the ``messages`` it missed (no lag
+        sample: they are old on purpose)."""
+        self._delivered[wire_format].inc(messages)
 
 
 # -- exposition and multiprocess mode
