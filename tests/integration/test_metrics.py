@@ -4,6 +4,7 @@ behind the api key."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import urllib.error
@@ -109,7 +110,7 @@ async def test_metrics_sum_over_two_workers_behind_the_api_key(
     while True:
         clients += [await open_raw(server, "news") for _ in range(4)]
         instances = await wait_until(
-            lambda: _registered(server, len(clients)), what="the workers' heartbeats"
+            functools.partial(_registered, server, len(clients)), what="the workers' heartbeats"
         )
         if all(i["connections"] for i in instances):
             break
