@@ -248,3 +248,22 @@ async def test_metrics_off_serves_no_metrics(feeds_server_factory: Any) -> None:
     status, _, body = await get(f"{server.url}/metrics")
     assert status == 404
     assert b"--metrics 0" in body
+
+
+async def test_one_worker_ignores_an_inherited_multiprocess_directory(
+    feeds_server_factory: Any, tmp_path: Any
+) -> None:
+    """A PROMETHEUS_MULTIPROC_DIR left in the environment, with an earlier run's values in
+    it, is not summed into one worker's metrics."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from sanic_feeds.server.metrics import SLOW_CLIENT_CLOSES
+
+    stale = MmapedDict(str(tmp_path / "counter_1.db"))
+    name = "feeds_slow_client_closes"
+    stale.write_value(
+        mmap_key(name, f"{name}_total", [], [], SLOW_CLIENT_CLOSES._documentation), 41.0, 0.0
+    )
+    stale.close()
+    server = feeds_server_factory(env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert (await scrape(server))["feeds_slow_client_closes_total"] == 0

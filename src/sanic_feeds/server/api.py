@@ -86,12 +86,12 @@ def register_api(bp: Blueprint, node: Node, is_ready_now: Callable[[], bool]) ->
         return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
     async def metrics_text(request: Request) -> HTTPResponse:
-        if not node.settings.metrics:
-            return response.text("metrics are off (--metrics 0)\n", status=404)
         try:
             check_api_key(request)
         except FeedsError as exc:
             return error_response(exc)
+        if not node.settings.metrics:
+            return response.text("metrics are off (--metrics 0)\n", status=404)
         body, content_type = metrics.exposition()
         return response.raw(body, content_type=content_type)
 

@@ -73,6 +73,9 @@ def run(settings: Settings) -> None:
         "motd": False,
     }
     if settings.workers == 1:
+        # One process: its own registry is the whole story, whatever an inherited
+        # PROMETHEUS_MULTIPROC_DIR holds from earlier runs.
+        metrics.single_process()
         create_app(settings).run(single_process=True, **run_options)
         return
     settings_to_env(settings)

@@ -69,6 +69,7 @@ __all__ = [
     "process_stopped",
     "prune_dead_processes",
     "remove_multiprocess_dir",
+    "single_process",
 ]
 
 #: Where prometheus-client's multiprocess mode keeps each process's values.
@@ -227,6 +228,12 @@ def exposition() -> tuple[bytes, str]:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE
+
+
+def single_process() -> None:
+    """Serve this process's own metrics (the default registry) even when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set in its environment."""
+    os.environ.pop(MULTIPROC_ENV, None)
 
 
 def prepare_multiprocess_dir(path: str | None = None) -> tuple[str, bool]:
