@@ -65,6 +65,10 @@ class Settings:
         "(presence still lists everyone)",
     )
     log_level: str = _option("info", "debug, info, warning or error")
+    log_format: str = _option("text", "text, or json: one JSON object per line")
+    metrics: bool = _option(
+        True, "count Prometheus metrics and serve GET /metrics (0: neither, to measure their cost)"
+    )
 
     def __post_init__(self) -> None:
         positive = (
@@ -92,6 +96,8 @@ class Settings:
                 raise SettingsError(f"{flag_of(name)} must not be negative")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError("--log-level must be debug, info, warning or error")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("--log-format must be text or json")
 
     def joins_announced(self, namespace: str) -> bool:
         """Whether join and leave events are sent on channels of ``namespace``."""

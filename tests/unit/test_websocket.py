@@ -148,6 +148,7 @@ async def test_invalid_utf8_closes_1007() -> None:
     assert await ws.recv() is None
     [close] = peer.received()
     assert Close.parse(close.data).code == 1007
+    assert ws.close_code_sent == 1007
     transport = io_proto.transport
     assert transport is not None and not transport.closing  # the peer answers first
     ws.data_received(peer.send(lambda p: None))  # its answer to the close frame
@@ -160,7 +161,9 @@ async def test_start_closing_waits_for_the_peers_answer_before_closing_tcp() -> 
     ws, io_proto, peer = open_socket()
     waiting = asyncio.create_task(ws.recv())
     await asyncio.sleep(0)
+    assert ws.close_code_sent is None
     ws.start_closing(1008, "too fast")
+    assert ws.close_code_sent == 1008
     assert await waiting is None
     transport = io_proto.transport
     assert transport is not None and not transport.closing
@@ -180,6 +183,7 @@ async def test_a_frame_over_the_limit_closes_1009() -> None:
     assert await ws.recv() is None
     [close] = peer.received()
     assert Close.parse(close.data).code == 1009
+    assert ws.close_code_sent == 1009  # the protocol's own close counts as ours
 
 
 async def test_a_ping_is_answered_with_a_pong() -> None:
@@ -198,6 +202,8 @@ async def test_a_close_frame_is_answered_the_tcp_connection_closed_and_recv_ends
     [close] = peer.received()
     assert Close.parse(close.data).code == 1000
     assert io_proto.transport is not None and io_proto.transport.closing
+    # An answer to the peer's close is not a close the server started.
+    assert ws.close_code_sent is None
 
 
 async def test_fail_connection_sends_the_code_closes_at_once_and_wakes_recv() -> None:

@@ -52,7 +52,9 @@ scenarios:
            disconnect per second, messages flowing; loss counts only those
            that stayed
   compare  run SCENARIO (default fanout) against the target and the reference
-           server, interleaved, and print the ratio (same as --with-reference)
+           server, interleaved, and print the ratio (same as --with-reference);
+           --spawn N --baseline-arg ARG compares with N instances run with ARG
+           instead
 
 Subscribers connect to /feed/<channel> and wait for "subscribed"; the publisher
 sends text frames on its own /feed/<channel> socket. Each message carries its
@@ -87,6 +89,8 @@ examples:
   sanic-feeds bench fanout --spawn 1 --subscribers 1000 --rate max --duration 5
   sanic-feeds bench rooms --spawn 2 --broker redis://127.0.0.1:6379/0 --json
   sanic-feeds bench compare fanout --url ws://127.0.0.1:8000 --server-pid 1234
+  sanic-feeds bench fanout --spawn 2 --broker redis://127.0.0.1:6379/0 --rate 100 \
+      --repeat 3 --baseline-arg=--metrics=0     # what counting metrics costs
   sanic-feeds bench idle --spawn 1 --connections 5000
   sanic-feeds bench churn --target reference --stay 500 --churn-rate 100
 
@@ -208,6 +212,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ARG",
         help="extra argument for each spawned 'serve' (repeat; e.g. --server-arg=--max-queue=5000)",
+    )
+    target.add_argument(
+        "--baseline-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="with --spawn: also spawn as many instances with this extra 'serve' argument "
+        "(repeat), run them interleaved with the target and print the ratio to them, "
+        "e.g. --baseline-arg=--metrics=0",
     )
     target.add_argument(
         "--joins",
@@ -456,6 +469,12 @@ def _check_target_options(args: argparse.Namespace, compare: bool) -> None:
     script = args.reference_server
     if spawns_reference and script is not None and not script.is_file():
         raise _UsageError(f"--reference-server: no file {script}")
+    if args.baseline_arg and not args.spawn:
+        raise _UsageError("--baseline-arg goes with --spawn: the baseline instances are spawned")
+    if args.baseline_arg and compare:
+        raise _UsageError(
+            "compare against the reference server or against --baseline-arg instances, not both"
+        )
     if not args.ceiling and args.target == "feeds" and not args.url and not args.spawn:
         raise _UsageError(
             "say what to measure: --url ws://HOST:PORT (repeat for several instances), "
@@ -528,6 +547,19 @@ def _start_targets(
         )
         label = "feeds" + (f"({count})" if count > 1 else "")
         main = Target(label, tuple(s.url for s in started), tuple(s.pid for s in started))
+    if args.baseline_arg:
+        # The same instances with one difference, to measure what it costs.
+        progress.message(
+            f"starting {args.spawn} baseline instance(s): {' '.join(args.baseline_arg)}"
+        )
+        baseline = servers.start_feeds(
+            args.spawn,
+            args.broker,
+            announce_joins=args.joins,
+            extra_args=[*args.server_arg, *args.baseline_arg],
+        )
+        label = f"{main.label} {' '.join(args.baseline_arg)}"
+        return main, Target(label, tuple(s.url for s in baseline), tuple(s.pid for s in baseline))
     if not compare:
         return main, None
     progress.message("starting the reference server")
@@ -538,6 +570,7 @@ def _start_targets(
 def _run(args: argparse.Namespace) -> int:
     config, compare = _config(args)
     _check_target_options(args, compare)
+    compare = compare or bool(args.baseline_arg)
     if args.plot is not None and args.plot.parent and not args.plot.parent.is_dir():
         raise _UsageError(f"--plot: no directory {args.plot.parent}")
     _check_dependencies(args, config.scenario)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Broker, BrokerHandler, BrokerOptions
+from .base import Broker, BrokerHandler, BrokerOptions, InstanceStatus
 
 __all__ = [
     "SUPPORTED_SCHEMES",
     "Broker",
     "BrokerHandler",
     "BrokerOptions",
+    "InstanceStatus",
     "create_broker",
     "redact_url",
 ]

@@ -6,12 +6,13 @@ Every broker passes the same contract suite (``tests/integration/test_broker_con
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..events import Event, Publication, StreamPosition
 
-__all__ = ["Broker", "BrokerHandler", "BrokerOptions"]
+__all__ = ["Broker", "BrokerHandler", "BrokerOptions", "InstanceStatus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,29 @@ class BrokerOptions:
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
     #: How often this instance proves it is alive (and hears itself back).
     heartbeat_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatus:
+    """What an instance tells the others about itself with each heartbeat
+    (``GET /api/info``); its figures are as of that heartbeat."""
+
+    #: The instance's id (``BrokerOptions.instance_id``).
+    id: str
+    #: Where it serves, as its operator reaches it (``http://HOST:PORT``); "" if unknown.
+    address: str = ""
+    #: Its process id: the workers of one ``--workers N`` server share an address.
+    pid: int = 0
+    #: The sanic-feeds version it runs.
+    version: str = ""
+    #: Seconds since it started.
+    uptime_s: float = 0.0
+    #: Open WebSocket connections.
+    connections: int = 0
+    #: Channel subscriptions of those connections.
+    subscriptions: int = 0
+    #: Channels it is subscribed to on the broker.
+    channels: int = 0
 
 
 class BrokerHandler(Protocol):
@@ -126,3 +150,13 @@ class Broker(Protocol):
 
     async def presence(self, channel: str) -> dict[str, Any]:
         """``{client id: info}`` of every live client on ``channel``, across all instances."""
+
+    def set_status(self, source: Callable[[], InstanceStatus]) -> None:
+        """Tell the other instances about this one: from now on, each heartbeat carries
+        what ``source()`` returns (called on the event loop; it must not block)."""
+
+    async def instances(self) -> list[InstanceStatus]:
+        """The status of every live instance sharing this broker, this one included once
+        it has a status source and has sent a heartbeat, sorted by address then id. An
+        instance is live while its heartbeat is heard (presence's expiry, five heartbeat
+        intervals); a closed one is gone at once. Never writes to the broker."""

@@ -11,11 +11,12 @@ import asyncio
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import Event, Publication, StreamPosition, now_ms
-from .base import BrokerHandler, BrokerOptions
+from .base import BrokerHandler, BrokerOptions, InstanceStatus
 
 __all__ = ["MemoryBroker"]
 
@@ -44,6 +45,7 @@ class MemoryBroker:
         self._idempotency_keys: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
         self._handler: BrokerHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._status: Callable[[], InstanceStatus] | None = None
 
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
@@ -174,3 +176,12 @@ class MemoryBroker:
 
     async def presence(self, channel: str) -> dict[str, Any]:
         return dict(self._presence.get(channel, {}))
+
+    def set_status(self, source: Callable[[], InstanceStatus]) -> None:
+        self._status = source
+
+    async def instances(self) -> list[InstanceStatus]:
+        # One process: the only instance is this one, live while started.
+        if self._handler is None or self._status is None:
+            return []
+        return [self._status()]

@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -29,13 +29,15 @@ from redis.exceptions import RedisError
 from ..backoff import Backoff
 from ..errors import BrokerUnavailable
 from ..events import Event, Join, Leave, Publication, StreamPosition, now_ms
-from .base import BrokerHandler, BrokerOptions
+from .base import BrokerHandler, BrokerOptions, InstanceStatus
 from .envelope import (
     MalformedPayload,
     decode_envelope,
     decode_payload,
+    decode_status,
     encode_envelope,
     encode_membership,
+    encode_status,
 )
 from .script_batch import ScriptBatcher
 
@@ -45,6 +47,7 @@ log = logging.getLogger("sanic_feeds.broker")
 
 PREFIX = "feeds"
 _INSTANCES_KEY = f"{PREFIX}:instances"
+_STATUS_PREFIX = f"{PREFIX}:status:"
 _PUBSUB_PREFIX = f"{PREFIX}:{{"
 _CONNECT_TIMEOUT_S = 2.0
 _COMMAND_TIMEOUT_S = 5.0
@@ -101,6 +104,9 @@ class RedisBroker:
         self._url = url
         self._options = options or BrokerOptions()
         self._heartbeat_channel = f"{PREFIX}:instance:{self._options.instance_id}".encode()
+        self._status_key = _STATUS_PREFIX + self._options.instance_id
+        #: What each heartbeat tells the other instances about this one.
+        self._status: Callable[[], InstanceStatus] | None = None
         # Commands: a few quick retries ride over pooled connections that a
         # Redis restart left stale; a refused connection fails fast anyway.
         # A blocking pool: a burst of concurrent commands (many clients
@@ -178,14 +184,19 @@ class RedisBroker:
         # Closed: no longer hearing anything (``ready`` turns false).
         self._pubsub = None
         self._connected.clear()
-        # A goodbye, not a necessity (presence expires a silent instance anyway):
-        # a Redis that does not answer must not hold the shutdown.
+        # A goodbye, not a necessity (presence and the instance's status expire
+        # a silent instance anyway): a Redis that does not answer must not hold
+        # the shutdown.
         with contextlib.suppress(RedisError, OSError, TimeoutError):
-            await asyncio.wait_for(
-                self._redis.zrem(_INSTANCES_KEY, self._options.instance_id), _GOODBYE_TIMEOUT_S
-            )
+            await asyncio.wait_for(self._say_goodbye(), _GOODBYE_TIMEOUT_S)
         await self._redis.aclose()
         await self._pubsub_client.aclose()
+
+    async def _say_goodbye(self) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(_INSTANCES_KEY, self._options.instance_id)
+            pipe.delete(self._status_key)
+            await pipe.execute()
 
     @property
     def ready(self) -> bool:
@@ -337,6 +348,34 @@ class RedisBroker:
                 await self._redis.hdel(key, *gone)
         return present
 
+    # -- instances
+
+    def set_status(self, source: Callable[[], InstanceStatus]) -> None:
+        self._status = source
+
+    async def instances(self) -> list[InstanceStatus]:
+        alive_since_ms = now_ms() - int(self._instance_expiry_s * 1000)
+        with _unavailable():
+            ids = cast(
+                list[bytes],
+                await self._redis.zrangebyscore(_INSTANCES_KEY, alive_since_ms, "+inf"),
+            )
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for instance in ids:
+                    pipe.get(_STATUS_PREFIX + instance.decode())
+                payloads = await pipe.execute()
+        statuses = []
+        for payload in payloads:
+            if payload is None:
+                continue  # heard, but it tells nothing about itself (no status source)
+            try:
+                statuses.append(decode_status(payload))
+            except MalformedPayload as exc:
+                log.warning("ignoring %s", exc)
+        return sorted(statuses, key=lambda status: (status.address, status.id))
+
     @property
     def _instance_expiry_s(self) -> float:
         """Silent this long, an instance is not counted (its clients are not listed)."""
@@ -438,14 +477,29 @@ class RedisBroker:
 
     # -- heartbeat
 
+    def _status_payload(self) -> bytes | None:
+        source = self._status
+        if source is None:
+            return None
+        try:
+            return encode_status(source())
+        except Exception:
+            # The heartbeat must go on: it is what keeps this instance ready and present.
+            log.exception("cannot read this instance's status")
+            return None
+
     async def _heartbeat_forever(self) -> None:
         interval_s = self._options.heartbeat_interval_s
         deaf_after_s = 5 * interval_s
         while True:
+            status = self._status_payload()
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.publish(self._heartbeat_channel, b"")
                     pipe.zadd(_INSTANCES_KEY, {self._options.instance_id: now_ms()})
+                    if status is not None:
+                        # Expires with the heartbeat: a crashed instance's status goes too.
+                        pipe.set(self._status_key, status, px=int(self._instance_expiry_s * 1000))
                     await pipe.execute()
             session = self._session_task
             connected_for_long = (

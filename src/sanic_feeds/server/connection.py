@@ -11,6 +11,7 @@ from ..codec import WireFormat, encode_error
 from ..errors import CloseCode, ErrorCode
 from ..events import StreamPosition
 from ..ratelimit import RateLimiter
+from . import metrics
 from .outbox import Flusher, Outbox, Session, WritableProtocol
 from .websocket import text_frame
 
@@ -31,6 +32,10 @@ class WebSocket(Protocol):
     def ws_proto(self) -> Session: ...
 
     async def recv(self) -> str | bytes | None: ...
+
+    @property
+    def close_code_sent(self) -> int | None:
+        """The code of the close this side started, None when it did not (yet)."""
 
     def start_closing(self, code: int = 1000, reason: str = "") -> None: ...
 
@@ -111,6 +116,7 @@ class Connection:
     def send_error(self, code: ErrorCode, message: str, command_id: Any = None) -> None:
         """Tell a JSON client what went wrong; raw clients are told nothing
         (docs/protocol.md, "Raw format")."""
+        metrics.ERRORS.labels(code.value).inc()
         if self.wire_format is WireFormat.JSON:
             self.send(encode_error(code, message, command_id))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
@@ -20,8 +21,10 @@ from websockets.http11 import Response as WSResponse
 from ..brokers import Broker, redact_url
 from ..errors import CloseCode, FeedsError, Forbidden
 from ..events import StreamPosition
+from ..logs import set_instance
 from ..names import validate_channel
 from ..settings import Settings
+from . import metrics
 from .api import error_response, register_api
 from .connection import Connection
 from .feed import parse_since, parse_wire_format, serve_feed
@@ -32,6 +35,8 @@ from .websocket import IOProtocol, Keepalive, ServerWebSocket, accept
 __all__ = ["Feeds"]
 
 log = logging.getLogger("sanic_feeds")
+#: One line per WebSocket upgrade, when the connection ends or the upgrade is refused.
+access_log = logging.getLogger("sanic_feeds.access")
 
 
 class Feeds:
@@ -130,7 +135,8 @@ class Feeds:
             self._keepalive = Keepalive(
                 asyncio.get_running_loop(), settings.ping_interval_s, settings.ping_timeout_s
             )
-        await self.node.start()
+        set_instance(self.instance_id)
+        await self.node.start(address=app.serve_location)
         log.info(
             "feeds instance %s serving %s, broker %s",
             self.instance_id,
@@ -159,6 +165,7 @@ class Feeds:
         if self._keepalive is not None:
             self._keepalive.close()
         await self.node.stop(timeout_s=self._time_left_s())
+        metrics.process_stopped()
 
     def _time_left_s(self) -> float:
         """Seconds left before the drain deadline (the whole drain timeout before it starts)."""
@@ -195,6 +202,7 @@ class Feeds:
         route = request.route
         if route is None or not getattr(route.ctx, "feeds_upgrade", False):
             return None
+        request.ctx.feeds_started_s = time.monotonic()
         try:
             if "channel" in request.match_info:
                 validate_channel(request.match_info["channel"])
@@ -205,7 +213,9 @@ class Feeds:
                 raise Forbidden("origin not allowed")
             self.node.admit(upgrading=len(self._upgrading))
         except FeedsError as exc:
-            return error_response(exc)
+            refusal = error_response(exc)
+            _log_access(request, refusal.status, code=None, client=None)
+            return refusal
         self._upgrading.add(request)
         return None
 
@@ -215,6 +225,7 @@ class Feeds:
         """Upgrade the request's connection and ``serve`` it until it ends."""
         ws = self._upgrade(request)
         if isinstance(ws, HTTPResponse):
+            _log_access(request, ws.status, code=None, client=None)
             return ws
         conn = self.node.connect(ws, request.ctx.wire_format)
         try:
@@ -228,10 +239,15 @@ class Feeds:
             task.uncancel()
         except Exception:
             # Sanic would answer with an HTTP error page, into the WebSocket.
-            log.exception("connection %s failed", conn.id)
+            log.exception("connection %s failed", conn.id, extra={"client": conn.id})
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            await self.node.disconnect(conn)
+            try:
+                await self.node.disconnect(conn)
+            finally:
+                # Sanic may cancel this task while it leaves the channels (which go
+                # on, shielded): the connection still gets its line.
+                _log_access(request, 101, code=ws.close_code_sent, client=conn.id)
         return None
 
     def _upgrade(self, request: Request) -> ServerWebSocket | HTTPResponse:
@@ -253,3 +269,31 @@ class Feeds:
                 ws.body, status=ws.status_code, headers=dict(ws.headers.raw_items())
             )
         return ws
+
+
+def _log_access(request: Request, status: int, *, code: int | None, client: str | None) -> None:
+    """The access-log line of an upgrade: refused (its HTTP status), or ended (101, how long
+    the connection lasted, and the close code the server sent, if it closed first)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    started_s = getattr(request.ctx, "feeds_started_s", None)
+    duration_ms = None if started_s is None else round((time.monotonic() - started_s) * 1000, 1)
+    # The path without its query: a query may carry a token.
+    path = request.path
+    access_log.info(
+        "%s %s %d %sms%s",
+        request.method,
+        path,
+        status,
+        duration_ms,
+        "" if code is None else f" close {code}",
+        extra={
+            "method": request.method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "remote": request.remote_addr or request.ip,
+            "client": client,
+            "code": code,
+        },
+    )

@@ -23,9 +23,11 @@ from typing import Any
 
 from ..brokers.base import Broker
 from ..codec import WireFormat, encode_event
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, CloseCode
 from ..events import Event, Publication, StreamPosition
 from ..recovery import contiguous_after
+from . import metrics
+from .metrics import FanOutCounter
 from .outbox import Flusher, Outbox
 from .websocket import text_frame
 
@@ -108,6 +110,7 @@ class Hub:
         *,
         heal_max: int = 300,
         announce_max: int = 1000,
+        fan_out_counter: FanOutCounter | None = None,
     ) -> None:
         self._broker = broker
         self.flusher = flusher
@@ -120,6 +123,8 @@ class Hub:
         self._channels: dict[str, _Channel] = {}
         self._lock = _KeyedLock()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Counts deliveries and samples their lag, once per batch; None counts nothing.
+        self._counter = fan_out_counter
 
     # -- subscriptions
 
@@ -161,6 +166,8 @@ class Hub:
             greet(state.position, missed is not None)
         if missed:
             outbox.put_batch([text_frame(encode_event(pub, wire_format)) for pub in missed])
+            if self._counter is not None:
+                self._counter.recovered(wire_format, len(missed))
         state.members[wire_format].add(outbox)
         return state.position, missed is not None
 
@@ -261,6 +268,7 @@ class Hub:
             with contextlib.suppress(BrokerUnavailable):
                 await self._broker.unsubscribe(channel)
             raise
+        metrics.CHANNELS.inc()
         self._heal_soon(channel, state, check_history=False)
         return state
 
@@ -277,6 +285,7 @@ class Hub:
 
     async def _close(self, channel: str) -> None:
         del self._channels[channel]
+        metrics.CHANNELS.dec()
         with contextlib.suppress(BrokerUnavailable):
             await self._broker.unsubscribe(channel)
 
@@ -305,6 +314,9 @@ class Hub:
         if event.epoch == position.epoch and event.offset == position.offset + 1:
             state.position = StreamPosition(event.offset, event.epoch)
             self._fan_out(state, event)
+            counter = self._counter
+            if counter is not None:
+                counter.fanned_out(state.members, event)
         elif event.epoch == position.epoch and event.offset <= position.offset:
             return  # delivered already (read from history while healing)
         else:
@@ -315,6 +327,7 @@ class Hub:
             self._heal_soon(event.channel, state, check_history=True)
 
     def on_resubscribed(self) -> None:
+        metrics.BROKER_RECONNECTS.inc()
         # Whatever was published while pub/sub was down was not delivered:
         # compare every channel with its history.
         for channel, state in self._channels.items():
@@ -367,6 +380,11 @@ class Hub:
             if missing > self._heal_max or (missing > 0 and not ready):
                 self._give_up(channel, state, f"{missing} publications are no longer in history")
                 return
+            parked_offsets = {p.offset for p in live}
+            healed = sum(1 for p in ready if p.offset not in parked_offsets)
+            if healed:
+                metrics.GAPS_HEALED.inc()
+                metrics.MESSAGES_HEALED.inc(healed)
             self._deliver_all(state, ready)
             # What arrived during the read waits for the next round, which
             # delivers it at once if it follows on.
@@ -389,9 +407,19 @@ class Hub:
                 frames = [text_frame(encode_event(pub, wire_format)) for pub in publications]
                 for outbox in list(outboxes):
                     outbox.put_batch(frames)
+        counter = self._counter
+        if counter is not None:
+            counter.fanned_out(state.members, last, len(publications))
 
     def _give_up(self, channel: str, state: _Channel, why: str) -> None:
-        log.warning("closing %d clients of %r: %s", state.size, channel, why)
+        metrics.GAPS_GIVEN_UP.inc()
+        log.warning(
+            "closing %d clients of %r: %s",
+            state.size,
+            channel,
+            why,
+            extra={"channel": channel, "code": int(CloseCode.TRY_AGAIN_LATER)},
+        )
         for outboxes in state.members.values():
             for outbox in list(outboxes):
                 outbox.abort()
@@ -412,3 +440,6 @@ class Hub:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # The channels go with the hub: they no longer count.
+        metrics.CHANNELS.dec(len(self._channels))
+        self._channels.clear()

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
+import os
 import secrets
 import time
 from typing import Any
 
-from ..brokers import Broker, BrokerOptions, create_broker
+from ..brokers import Broker, BrokerOptions, InstanceStatus, create_broker
 from ..codec import WireFormat
 from ..errors import BadRequest, BrokerUnavailable, CloseCode, LimitExceeded, RateLimited
 from ..events import Join, Leave, Publication, StreamPosition
 from ..names import namespace_of, validate_channel, validate_idempotency_key
 from ..ratelimit import RateLimiter, Verdict
 from ..settings import Settings
+from . import metrics
 from .connection import Connection, Greet, WebSocket
 from .hub import Hub
 from .outbox import Flusher
@@ -31,6 +34,16 @@ from .outbox import Flusher
 __all__ = ["Node"]
 
 log = logging.getLogger("sanic_feeds.node")
+
+
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("sanic-feeds")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"  # run from a source tree that was never installed
+
+
+_VERSION = _installed_version()
 
 
 class Node:
@@ -81,18 +94,32 @@ class Node:
         self._cleanups: set[asyncio.Task[None]] = set()
         #: Set by :meth:`drain`: no new connection is admitted.
         self.draining = False
+        #: Where this instance serves (``http://HOST:PORT``), for the other instances.
+        self.address = ""
+        #: Subscriptions of the open connections.
+        self.subscriptions = 0
+        self._started_s = time.monotonic()
+        #: Counts the hot paths (publish, fan-out); off with ``--metrics 0``.
+        self._counting = settings.metrics
 
     # -- lifecycle
 
-    async def start(self) -> None:
-        """Connect to the broker; raises ``BrokerUnavailable`` when it cannot be reached."""
+    async def start(self, address: str = "") -> None:
+        """Connect to the broker; raises ``BrokerUnavailable`` when it cannot be reached.
+
+        ``address`` is where this instance serves, as the other instances list it.
+        """
         settings = self.settings
+        self.address = address
+        self._started_s = time.monotonic()
         self._hub = Hub(
             self.broker,
             Flusher(asyncio.get_running_loop()),
             heal_max=settings.recovery_max,
             announce_max=settings.join_leave_max,
+            fan_out_counter=metrics.FanOutCounter() if self._counting else None,
         )
+        self.broker.set_status(self.status)
         await self.broker.start(self._hub)
 
     def drain(self) -> list[asyncio.Task[Any]]:
@@ -126,6 +153,24 @@ class Node:
     def ready(self) -> bool:
         """Started, not draining, and hearing the broker."""
         return self._hub is not None and not self.draining and self.broker.ready
+
+    def status(self) -> InstanceStatus:
+        """This instance's figures, as its heartbeat tells the others."""
+        return InstanceStatus(
+            id=self.instance_id,
+            address=self.address,
+            pid=os.getpid(),
+            version=_VERSION,
+            uptime_s=round(time.monotonic() - self._started_s, 3),
+            connections=len(self.connections),
+            subscriptions=self.subscriptions,
+            channels=0 if self._hub is None else self._hub.channel_count,
+        )
+
+    async def instances(self) -> list[InstanceStatus]:
+        """Every live instance sharing the broker (this one included), as of its last
+        heartbeat. Raises ``BrokerUnavailable``."""
+        return await self.broker.instances()
 
     # -- connections
 
@@ -163,6 +208,7 @@ class Node:
             info=info,
         )
         self.connections.add(conn)
+        metrics.CONNECTIONS.inc()
         return conn
 
     async def disconnect(self, conn: Connection) -> None:
@@ -171,7 +217,12 @@ class Node:
         Leaving runs in a task of its own, shielded: the caller (a handler that
         the server cancels when it stops, at any await) cannot interrupt it.
         """
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.remove(conn)
+            metrics.CONNECTIONS.dec()
+            code = conn.ws.close_code_sent
+            if code is not None:
+                metrics.CLOSES_SENT.labels(str(code)).inc()
         conn.outbox.close()
         cleanup = asyncio.create_task(self._leave_all(conn), name=f"feeds-leave:{conn.id}")
         self._cleanups.add(cleanup)
@@ -207,12 +258,21 @@ class Node:
             channel, conn.outbox, conn.wire_format, greet, since
         )
         conn.channels.add(channel)
+        self.subscriptions += 1
+        metrics.SUBSCRIPTIONS.inc()
+        if since is not None:
+            metrics.RECOVERIES.labels("recovered" if recovered else "not_recovered").inc()
         try:
             await self.broker.add_presence(channel, conn.id, conn.info)
             if self.settings.joins_announced(namespace_of(channel)):
                 await self.broker.publish_event(Join(channel, conn.id, conn.info))
         except BrokerUnavailable:
-            log.warning("could not announce %s on %r: broker unavailable", conn.id, channel)
+            log.warning(
+                "could not announce %s on %r: broker unavailable",
+                conn.id,
+                channel,
+                extra={"client": conn.id, "channel": channel},
+            )
         return position, recovered
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
@@ -223,7 +283,10 @@ class Node:
 
     async def _leave(self, conn: Connection, channel: str) -> None:
         """Leave ``channel``; never raises for a broker that went away."""
-        conn.channels.discard(channel)
+        if channel in conn.channels:
+            conn.channels.remove(channel)
+            self.subscriptions -= 1
+            metrics.SUBSCRIPTIONS.dec()
         await self.hub.unsubscribe(channel, conn.outbox)
         with contextlib.suppress(BrokerUnavailable):
             await self.broker.remove_presence(channel, conn.id)
@@ -245,7 +308,13 @@ class Node:
             return None
         if verdict is Verdict.REJECT:
             raise RateLimited("publishing too fast, message dropped")
-        return await self.broker.publish(channel, data, client=conn.id, raw=raw)
+        if not self._counting:
+            return await self.broker.publish(channel, data, client=conn.id, raw=raw)
+        started = time.perf_counter()
+        position = await self.broker.publish(channel, data, client=conn.id, raw=raw)
+        metrics.BROKER_PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        metrics.MESSAGES_PUBLISHED.labels(conn.wire_format.value).inc()
+        return position
 
     # -- what the backend does (HTTP API, Feeds.publish): no connection, no limits
 
@@ -262,7 +331,13 @@ class Node:
         validate_channel(channel)
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
-        return await self.broker.publish(channel, data, idempotency_key=idempotency_key)
+        if not self._counting:
+            return await self.broker.publish(channel, data, idempotency_key=idempotency_key)
+        started = time.perf_counter()
+        position = await self.broker.publish(channel, data, idempotency_key=idempotency_key)
+        metrics.BROKER_PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        metrics.MESSAGES_PUBLISHED.labels(metrics.API_FORMAT).inc()
+        return position
 
     async def presence(self, channel: str) -> dict[str, Any]:
         """``{client id: info}`` of every client on ``channel``, on every instance."""

@@ -329,6 +329,16 @@ class ServerWebSocket:
         # The transport is aborted by then if the peer did not cooperate.
         await asyncio.shield(self._closed)
 
+    @property
+    def close_code_sent(self) -> int | None:
+        """The code of the close this side started (ours, or the protocol's on a bad
+        frame), None when the peer closed first or no close frame left."""
+        ws_proto = self.ws_proto
+        sent = ws_proto.close_sent
+        if sent is None or ws_proto.close_rcvd_then_sent:
+            return None
+        return int(sent.code)
+
     # -- what the HTTP protocol forwards
 
     def data_received(self, data: bytes) -> None:
