@@ -65,6 +65,7 @@ class Settings:
         "(presence still lists everyone)",
     )
     log_level: str = _option("info", "debug, info, warning or error")
+    demo_page: bool = _option(True, "serve the demo page at GET / (feeds.js is always served)")
 
     def __post_init__(self) -> None:
         positive = (
