@@ -224,6 +224,10 @@ function scrollDown() {
   list.scrollTop = list.scrollHeight;
 }
 
+// join and leave keep the list live; a crashed instance's clients leave no "leave", and its
+// entries vanish from the server's presence within seconds: ask again now and then.
+setInterval(() => sub?.state === "subscribed" && presence(sub).catch(() => {}), 5000);
+
 // A handle for the browser tests and the curious: window.feedsDemo.client.
 window.feedsDemo = { client, get sub() { return sub; } };
 show(channelFromHash());
