@@ -575,6 +575,7 @@ README_OPTIONS = (
     "quiet-namespaces",
     "join-leave-max",
     "log-level",
+    "demo-page",
 )
 
 
