@@ -338,3 +338,26 @@ test("a throwing listener stops nothing; its error is reported, not swallowed", 
   assert.equal(reported.length, 2);
   assert.throws(reported[0], /listener bug/);
 });
+
+test("close() while getToken runs: no connection, and a new connect() opens only one", async () => {
+  let release;
+  const getToken = () => new Promise((resolve) => (release = resolve));
+  const client = new FeedsClient("ws://feeds.test/ws", { WebSocket: FakeWebSocket, getToken });
+  await flush();
+  const first = release;
+  client.close();
+  client.connect();
+  const second = release;
+  first("stale");
+  second("fresh");
+  await flush();
+  assert.deepEqual(FakeWebSocket.instances.map((ws) => ws.url), ["ws://feeds.test/ws?token=fresh"]);
+  client.close();
+  const waiting = new FeedsClient("ws://feeds.test/ws", { WebSocket: FakeWebSocket, getToken });
+  await flush();
+  waiting.close();
+  await flush();
+  assert.equal(waiting.state, "disconnected");
+  mock.timers.tick(60000);
+  assert.equal(FakeWebSocket.instances.length, 1);
+});

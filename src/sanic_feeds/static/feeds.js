@@ -97,7 +97,6 @@ export class Subscription extends Emitter {
     this.state = "subscribing"; // | "subscribed" | "unsubscribed"
     this.position = position; // the last delivered {offset, epoch}, or null
     this._attempt = 0; // refusals in a row
-    this._retry = null;
   }
   unsubscribe() {
     this.client._unsubscribe(this);
@@ -123,7 +122,7 @@ export class FeedsClient extends Emitter {
     this._ready = false; // the socket is open: commands go out at once
     this._timers = {};
     this._stopped = false; // by close(), or a final close code
-    // Connect once the caller's synchronous code has added its listeners.
+    // Connect once the caller's listeners are on.
     queueMicrotask(() => this._stopped || this.connect());
   }
 
@@ -178,15 +177,18 @@ export class FeedsClient extends Emitter {
   }
 
   async _open() {
+    const run = (this._run = (this._run || 0) + 1);
     const { getToken } = this.options;
     const expiresAt = this._token && tokenExpiresAtMs(this._token);
     if (getToken && (!this._token || (expiresAt && expiresAt <= Date.now()))) {
+      let err;
       try {
         this._token = await getToken();
-      } catch (err) {
-        return this._retry(0, `getToken failed: ${err}`);
+      } catch (e) {
+        err = e;
       }
-      if (this._stopped || this._ws) return; // closed meanwhile
+      if (this._stopped || run !== this._run) return; // closed or reopened meanwhile
+      if (err) return this._retry(0, `getToken failed: ${err}`);
     }
     const url = this._token
       ? `${this.url}${this.url.includes("?") ? "&" : "?"}token=${encodeURIComponent(this._token)}`
