@@ -1,8 +1,10 @@
 """Fixtures of the browser tests: Debian's chromium driven by Playwright for Python.
 
-- ``browser`` (session): chromium launched headless with ``CHROMIUM_ARGS``; Playwright gives
+- ``browser`` (module): chromium launched headless with ``CHROMIUM_ARGS``; Playwright gives
   every launch a fresh, temporary user data dir. Missing chromium or Playwright skips, or with
-  ``FEEDS_REQUIRE_BROWSER=1`` (CI) fails.
+  ``FEEDS_REQUIRE_BROWSER=1`` (CI) fails. Module-scoped, not session-scoped: Playwright's sync
+  API holds an event loop running in the main thread while it is open, and every asyncio test
+  run meanwhile would fail ("cannot be called from a running event loop").
 - ``open_page(url)`` (function): a page in a context of its own (its own sessionStorage),
   1200×720. A page that throws an uncaught error fails the test at teardown.
 - ``bare_page`` (session): ``tests.support.browser.BarePage``.
@@ -23,7 +25,7 @@ import pytest
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, BarePage, require_or_skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
