@@ -296,7 +296,7 @@ test("liveness: a ping when idle; no frame after it drops the connection and rec
   assert.equal(ws.commands("ping").length, 2);
   mock.timers.tick(10000); // silence: the connection is dead
   assert.equal(client.state, "connecting");
-  assert.deepEqual([states.at(-1)[1].code, states.at(-1)[1].reason], [1006, "no reply to ping"]);
+  assert.deepEqual([states.at(-1)[1].code, states.at(-1)[1].reason], [1006, "timed out"]);
   assert.notEqual(ws.closedWith, null);
   mock.timers.tick(1000);
   assert.equal(FakeWebSocket.instances.length, 2);
@@ -360,4 +360,37 @@ test("close() while getToken runs: no connection, and a new connect() opens only
   assert.equal(waiting.state, "disconnected");
   mock.timers.tick(60000);
   assert.equal(FakeWebSocket.instances.length, 1);
+});
+
+test("a connection that neither opens nor fails is dropped after pingTimeoutMs", async () => {
+  const client = new FeedsClient("ws://feeds.test/ws", { WebSocket: FakeWebSocket });
+  const states = [];
+  client.on("state", (state, ctx) => states.push([state, ctx.code, ctx.reason]));
+  await flush();
+  const hung = FakeWebSocket.last;
+  mock.timers.tick(9999);
+  assert.equal(FakeWebSocket.instances.length, 1);
+  mock.timers.tick(1);
+  assert.deepEqual(states.at(-1), ["connecting", 1006, "timed out"]);
+  assert.notEqual(hung.closedWith, null);
+  mock.timers.tick(1000);
+  FakeWebSocket.last.open();
+  assert.equal(client.state, "connected");
+  mock.timers.tick(14999); // open: no more probing until idle
+  assert.equal(client.state, "connected");
+  assert.equal(FakeWebSocket.instances.length, 2);
+});
+
+test("an error without a close (Node 20's failed connect) is a close 1006", async () => {
+  const { client, states } = await connected();
+  FakeWebSocket.last.serverClose(1001);
+  mock.timers.tick(20000);
+  FakeWebSocket.last.fail();
+  assert.deepEqual([states.at(-1)[0], states.at(-1)[1].code], ["connecting", 1006]);
+  mock.timers.tick(20000);
+  assert.equal(FakeWebSocket.instances.length, 3);
+  FakeWebSocket.last.open();
+  assert.equal(client.state, "connected");
+  FakeWebSocket.instances[1].serverClose(1000); // a late close of the failed one: ignored
+  assert.equal(client.state, "connected");
 });

@@ -40,6 +40,11 @@ export class FakeWebSocket {
     this.onmessage?.({ data: JSON.stringify(event) });
   }
 
+  /** A failed connection, as Node 20's WebSocket reports it: an error and no close. */
+  fail() {
+    this.onerror?.({});
+  }
+
   serverClose(code, reason = "") {
     this.closedWith ??= code;
     this.onclose?.({ code, reason });

@@ -20,7 +20,8 @@ export interface FeedsOptions {
   minReconnectDelayMs?: number;
   maxReconnectDelayMs?: number;
   /** Idle this long (default 15000 ms), the client sends a ping; no frame within
-   * pingTimeoutMs (default 10000 ms) after it, the connection is dropped and renewed. */
+   * pingTimeoutMs (default 10000 ms) after it, or no open within pingTimeoutMs of
+   * connecting, and the connection is dropped (1006, "timed out") and renewed. */
   pingIntervalMs?: number;
   pingTimeoutMs?: number;
   /** publish, presence and history reject with code "timeout" after this (default 10000 ms),

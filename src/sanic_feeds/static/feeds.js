@@ -1,6 +1,5 @@
 // feeds.js: the client of a sanic-feeds server's /ws, for browsers and Node >= 20. No
-// dependency; API in feeds.d.ts, wire in docs/protocol.md. The pure rules are exported
-// functions; the socket is touched only by _open, _send and close.
+// dependency; API in feeds.d.ts, wire in docs/protocol.md. Pure rules are exported.
 
 // Closes that say "don't come back as you are"; 4001: the token ran out.
 const FINAL_CLOSES = new Set([1003, 1008]);
@@ -12,7 +11,7 @@ const DEFAULTS = {
   minReconnectDelayMs: 500,
   maxReconnectDelayMs: 20000,
   pingIntervalMs: 15000, // idle this long: send a ping
-  pingTimeoutMs: 10000, // no frame this long after it: the connection is dead
+  pingTimeoutMs: 10000, // then (or to open) no frame this long: dead
   commandTimeoutMs: 10000,
   storage: null, // e.g. sessionStorage: positions survive a reload
   storagePrefix: "feeds:",
@@ -200,18 +199,19 @@ export class FeedsClient extends Emitter {
       return this._retry(0, String(err));
     }
     this._ws = ws;
+    this._armPing(this.options.pingTimeoutMs, true);
     ws.onopen = () => ws === this._ws && this._onOpen();
     ws.onmessage = (e) => ws === this._ws && this._onFrame(e.data);
     ws.onclose = (e) => ws === this._ws && this._onClose(e.code, e.reason);
-    ws.onerror = () => {}; // a close follows, with its code
+    // An error ends it (1006); Node 20 sends no close after a failed connect.
+    ws.onerror = () => ws === this._ws && this._onClose(1006, "");
   }
 
   _onOpen() {
     this._attempt = 0; // reset on connect
     this._lastFrameAt = Date.now();
-    this._pingSentAt = null;
     this._ready = true;
-    // Resubscribe before any queued command, each from its last delivered position.
+    // Resubscribe first, each from its last delivered position.
     for (const sub of this._subs.values()) this._sendSubscribe(sub);
     for (const [id, entry] of this._pending) if (!entry.sent) this._sendCommand(id, entry);
     this._armPing(this.options.pingIntervalMs);
@@ -256,27 +256,27 @@ export class FeedsClient extends Emitter {
     this._fail(sent, "disconnected");
   }
 
-  // -- liveness: a ping when idle; a dead connection is dropped within interval + timeout
+  // -- liveness: a ping when idle; when probing, a frame (or the open) is due in delayMs
 
-  _armPing(delayMs) {
+  _armPing(delayMs, probing = false) {
+    clearTimeout(this._timers.ping);
+    this._probing = probing;
+    this._heard = false;
     this._timers.ping = setTimeout(() => this._checkAlive(), delayMs);
   }
 
   _checkAlive() {
     const { pingIntervalMs, pingTimeoutMs } = this.options;
-    const idleMs = Date.now() - this._lastFrameAt;
-    if (this._pingSentAt == null) {
+    if (!this._probing) {
+      const idleMs = Date.now() - this._lastFrameAt;
       if (idleMs < pingIntervalMs) return this._armPing(pingIntervalMs - idleMs);
-      this._pingSentAt = Date.now();
       this._send({ op: "ping" });
-      return this._armPing(pingTimeoutMs);
+      return this._armPing(pingTimeoutMs, true);
     }
-    const alive = this._lastFrameAt >= this._pingSentAt;
-    this._pingSentAt = null;
-    if (alive) return this._armPing(pingIntervalMs);
-    // Closing a dead socket can take minutes: stop waiting for it now.
+    if (this._heard) return this._armPing(pingIntervalMs);
+    // Closing a dead socket can take minutes: stop waiting now.
     const ws = this._ws;
-    this._onClose(1006, "no reply to ping");
+    this._onClose(1006, "timed out");
     try {
       ws.close();
     } catch {}
@@ -295,7 +295,7 @@ export class FeedsClient extends Emitter {
         await this._command({ op: "refresh", token: this._token });
         this._armRefresh();
       } catch {
-        // Not refreshed: the server closes with 4001 and the reconnect gets a new token.
+        // Not refreshed: 4001 comes, and the reconnect gets a new token.
       }
     }, delayMs);
   }
@@ -308,6 +308,7 @@ export class FeedsClient extends Emitter {
 
   _onFrame(text) {
     this._lastFrameAt = Date.now();
+    this._heard = true;
     let ev;
     try {
       ev = JSON.parse(text);
@@ -388,7 +389,7 @@ export class FeedsClient extends Emitter {
     this._subs.delete(sub.channel);
     try {
       this.options.storage?.removeItem(this.options.storagePrefix + sub.channel);
-    } catch {} // storage refused (quota, private mode): positions stay in memory
+    } catch {} // storage refused (quota, private mode): kept in memory
   }
 
   _store(sub) {
