@@ -91,8 +91,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .server.app import run
 
+    if settings.demo_page:
+        # The first line a person reads: where to look.
+        print(f"open {_demo_url(settings.host, settings.port)}", flush=True)
     run(settings)
     return 0
+
+
+def _demo_url(host: str, port: int) -> str:
+    """The demo page's address as a browser on this machine reaches it."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def _check_broker(url: str) -> None:

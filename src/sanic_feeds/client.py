@@ -3,14 +3,15 @@
 It reconnects with backoff and jitter and resubscribes every channel with
 the last offset and epoch it delivered, so application code sees each
 channel's messages once, in order, without a gap, or an explicit
-``Subscribed(recovered=False)`` that says a gap could not be filled::
+``Subscribed(was_recovering=True, recovered=False)`` that says a gap could not
+be filled (a first subscription has ``was_recovering=False``)::
 
     async with FeedsClient("ws://127.0.0.1:8000") as client:
         await client.subscribe("news")
         async for event in client:
             if isinstance(event, Publication):
                 print(event.offset, event.data)
-            elif isinstance(event, Subscribed) and not event.recovered:
+            elif isinstance(event, Subscribed) and event.was_recovering and not event.recovered:
                 ...  # messages were missed: reload state from your source of truth
 
 A renewal the server refuses for now (its broker is reconnecting) is retried
@@ -47,11 +48,13 @@ log = logging.getLogger("sanic_feeds.client")
 class Subscribed:
     """A (re)subscription took effect.
 
-    ``recovered`` is False when the client asked to continue from a
-    position but the server could not fill the gap: what was published
-    meanwhile is lost to this client, and it continues from ``offset``.
-    ``resumed`` is True on subscriptions the client made by itself after
-    a reconnect.
+    ``was_recovering`` is True when the client asked to continue from a
+    position: every renewal after a reconnect, and ``subscribe(since=...)``.
+    Then ``recovered`` False means the server could not fill the gap: what
+    was published meanwhile is lost to this client, and it continues from
+    ``offset``. A first subscription (``was_recovering`` False) is never
+    ``recovered`` and has lost nothing. ``resumed`` is True on subscriptions
+    the client made by itself after a reconnect.
     """
 
     channel: str
@@ -59,6 +62,7 @@ class Subscribed:
     epoch: str
     recovered: bool
     resumed: bool = False
+    was_recovering: bool = False
 
 
 ClientEvent = Publication | Join | Leave | Subscribed
@@ -188,7 +192,13 @@ class FeedsClient:
             )
         finally:
             self._subscribing.pop(command_id, None)
-        return Subscribed(channel, reply["offset"], reply["epoch"], reply["recovered"])
+        return Subscribed(
+            channel,
+            reply["offset"],
+            reply["epoch"],
+            reply["recovered"],
+            was_recovering=since is not None,
+        )
 
     async def unsubscribe(self, channel: str) -> None:
         self._positions.pop(channel, None)
@@ -330,7 +340,14 @@ class FeedsClient:
             if not event["recovered"]:
                 self._advance(channel, StreamPosition(event["offset"], event["epoch"]))
             await self._events.put(
-                Subscribed(channel, event["offset"], event["epoch"], event["recovered"], True)
+                Subscribed(
+                    channel,
+                    event["offset"],
+                    event["epoch"],
+                    event["recovered"],
+                    resumed=True,
+                    was_recovering=True,  # a renewal always asks from the last position
+                )
             )
             return
         code, message = str(event.get("code")), str(event.get("message"))
@@ -391,11 +408,18 @@ class FeedsClient:
                 reply.set_result(event)
             if kind == "subscribed" and (asked := self._subscribing.get(event["id"])):
                 channel, since = asked
+                was_recovering = since is not None
                 if not event["recovered"] or since is None:
                     since = StreamPosition(event["offset"], event["epoch"])
                 self._advance(channel, since)
                 await self._events.put(
-                    Subscribed(channel, event["offset"], event["epoch"], event["recovered"])
+                    Subscribed(
+                        channel,
+                        event["offset"],
+                        event["epoch"],
+                        event["recovered"],
+                        was_recovering=was_recovering,
+                    )
                 )
         elif kind == "error":
             log.warning("server error: %s: %s", event.get("code"), event.get("message"))

@@ -69,6 +69,7 @@ class Settings:
     metrics: bool = _option(
         True, "count Prometheus metrics and serve GET /metrics (0: neither, to measure their cost)"
     )
+    demo_page: bool = _option(True, "serve the demo page at GET / (feeds.js is always served)")
 
     def __post_init__(self) -> None:
         positive = (

@@ -653,6 +653,7 @@ README_OPTIONS = (
     "quiet-namespaces",
     "join-leave-max",
     "log-level",
+    "demo-page",
 )
 
 

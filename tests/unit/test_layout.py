@@ -3,8 +3,8 @@
 - No import cycle among the package's modules, counting every import: at module level,
   under ``if TYPE_CHECKING:`` and inside functions.
 - Only the web edge imports Sanic (``server/extension.py``, ``server/api.py``,
-  ``server/app.py``): the domain, the codec, the brokers, the clients and the Node run
-  without it.
+  ``server/app.py``, ``server/static.py``): the domain, the codec, the brokers, the clients
+  and the Node run without it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ import sanic_feeds
 
 PACKAGE_DIR = Path(sanic_feeds.__file__).parent
 WEB_EDGE = frozenset(
-    {"sanic_feeds.server.extension", "sanic_feeds.server.api", "sanic_feeds.server.app"}
+    {
+        "sanic_feeds.server.extension",
+        "sanic_feeds.server.api",
+        "sanic_feeds.server.app",
+        # Sanic routes and responses for feeds.js and the demo page (what: server/assets.py).
+        "sanic_feeds.server.static",
+    }
 )
 
 

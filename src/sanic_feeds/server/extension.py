@@ -26,10 +26,12 @@ from ..names import validate_channel
 from ..settings import Settings
 from . import metrics
 from .api import error_response, register_api
+from .assets import load_assets
 from .connection import Connection
 from .feed import parse_since, parse_wire_format, serve_feed
 from .multiplex import serve_multiplex
 from .node import Node
+from .static import register_static
 from .websocket import IOProtocol, Keepalive, ServerWebSocket, accept
 
 __all__ = ["Feeds"]
@@ -124,6 +126,7 @@ class Feeds:
 
         bp.on_request(admit_upgrade)
         register_api(bp, node, lambda: self.ready)
+        register_static(bp, load_assets(self.url_prefix, settings.demo_page))
         app.blueprint(bp)
         app.register_listener(self._start, "before_server_start")
         app.register_listener(self._drain, "before_server_stop")

@@ -52,7 +52,9 @@ async def run_command(node: Node, conn: Connection, command: Command) -> None:
     elif command.op is Op.PUBLISH:
         position = await node.publish_from(conn, channel, command.data)
         if position is not None:
-            conn.send(encode_reply("ack", command.id, offset=position.offset))
+            conn.send(
+                encode_reply("ack", command.id, offset=position.offset, epoch=position.epoch)
+            )
     elif command.op is Op.PRESENCE:
         clients = await node.presence(channel)
         conn.send(encode_reply("presence", command.id, channel=channel, clients=clients))
