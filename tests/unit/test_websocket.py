@@ -32,6 +32,8 @@ class FakeTransport(asyncio.Transport):
         self.aborted = False
         self.reading = True
         self.eof_written = False
+        #: What the peer has not read yet, as the transport counts it.
+        self.buffered = 0
 
     def write(self, data: Any) -> None:
         self.written.append(bytes(data))
@@ -58,7 +60,10 @@ class FakeTransport(asyncio.Transport):
         self.reading = True
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (16_384, 65_536)
 
 
 class FakeIOProtocol:

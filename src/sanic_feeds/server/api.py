@@ -1,18 +1,33 @@
-"""The HTTP API: publish, channel info, liveness and readiness (docs/protocol.md, "HTTP API")."""
+"""The HTTP API: publish, channel info, liveness and readiness (docs/protocol.md, "HTTP API").
+
+Every ``/api/*`` route takes the api key (``--api-key``), reads included, and refuses a
+page of another origin; a publish takes a JSON body of at most ``--max-message-bytes``.
+A read writes nothing to the broker.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from sanic import Blueprint, Request, response
+from sanic.exceptions import PayloadTooLarge
 from sanic.response import HTTPResponse
 
 from ..codec import error_event
-from ..errors import BadRequest, FeedsError, Unauthorized
+from ..errors import (
+    BadRequest,
+    FeedsError,
+    Forbidden,
+    TooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from ..names import validate_channel
+from ..origins import OriginPolicy, same_host
+from .feed import channel_of_path
 from .node import Node
 
 __all__ = ["error_response", "register_api"]
@@ -24,51 +39,92 @@ def json_response(body: Any, status: int = 200) -> HTTPResponse:
 
 def error_response(exc: FeedsError) -> HTTPResponse:
     """The one mapping of an error to an HTTP answer."""
-    return json_response(error_event(exc.code, exc.message), exc.http_status)
+    return json_response(error_event(exc.code, exc.public_message), exc.http_status)
 
 
-def register_api(bp: Blueprint, node: Node, is_ready_now: Callable[[], bool]) -> None:
+def register_api(
+    bp: Blueprint, node: Node, is_ready_now: Callable[[], bool], origins: OriginPolicy
+) -> None:
     """Add the API's routes to ``bp``; ``is_ready_now()`` answers ``GET /ready``."""
+    settings = node.settings
+    # Compared as bytes: hmac refuses str with characters past ASCII.
+    api_key = settings.api_key.encode()
 
-    def check_api_key(request: Request) -> None:
-        key = node.settings.api_key
-        if not key:
-            return
-        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "apikey" or not hmac.compare_digest(given.strip(), key):
-            raise Unauthorized("this endpoint needs 'Authorization: apikey <key>'")
+    def guard(request: Request) -> None:
+        """The api key, then the page the request comes from: a browser sends ``Origin``,
+        and a page of another site must not use the API with what the browser adds."""
+        if api_key:
+            scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+            if scheme.lower() != "apikey" or not hmac.compare_digest(
+                given.strip().encode("utf-8", "surrogatepass"), api_key
+            ):
+                raise Unauthorized("this endpoint needs 'Authorization: apikey <key>'")
+        origin = request.headers.get("origin")
+        if origin is not None and not (
+            origins.allows(origin)
+            if origins.restricted
+            else same_host(origin, request.headers.get("host"))
+        ):
+            raise Forbidden("origin not allowed")
+
+    def guarded(
+        handler: Callable[..., Coroutine[Any, Any, HTTPResponse]],
+    ) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
+        async def route(request: Request, **params: Any) -> HTTPResponse:
+            try:
+                guard(request)
+                return await handler(request, **params)
+            except FeedsError as exc:
+                return error_response(exc)
+
+        route.__name__ = handler.__name__
+        return route
+
+    async def read_json_body(request: Request) -> Any:
+        """The body, at most ``--max-message-bytes`` of ``application/json``, parsed."""
+        media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
+        limit = settings.max_message_bytes
+        too_large = TooLarge(f"the body is over {limit} bytes (--max-message-bytes)")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise too_large
+        if request.stream is not None:
+            # Read no more than the limit: the route streams, so Sanic has not read it.
+            request.stream.request_max_size = limit
+            try:
+                await request.receive_body()  # type: ignore[no-untyped-call]
+            except PayloadTooLarge:
+                raise too_large from None
+        try:
+            return orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            raise BadRequest("the body must be JSON") from None
 
     async def publish(request: Request) -> HTTPResponse:
-        try:
-            check_api_key(request)
-            try:
-                body = orjson.loads(request.body)
-            except orjson.JSONDecodeError:
-                raise BadRequest("the body must be JSON") from None
-            if not isinstance(body, dict) or "data" not in body:
-                raise BadRequest('the body must be {"channel": "...", "data": <JSON>}')
-            position = await node.publish(
-                validate_channel(body.get("channel")),
-                body["data"],
-                idempotency_key=body.get("idempotency_key"),
-            )
-        except FeedsError as exc:
-            return error_response(exc)
+        body = await read_json_body(request)
+        if not isinstance(body, dict) or "data" not in body:
+            raise BadRequest('the body must be {"channel": "...", "data": <JSON>}')
+        position = await node.publish(
+            validate_channel(body.get("channel")),
+            body["data"],
+            idempotency_key=body.get("idempotency_key"),
+        )
         return json_response({"offset": position.offset, "epoch": position.epoch})
 
     async def channel_info(request: Request, channel: str) -> HTTPResponse:
-        try:
-            presence = await node.presence(channel)
-            position = await node.position(channel)
-        except FeedsError as exc:
-            return error_response(exc)
+        name = channel_of_path(channel)
+        presence = await node.presence(name)
+        # Never creates the channel's epoch: anyone may read, as often as they like.
+        position = await node.peek_position(name)
         return json_response(
             {
-                "channel": channel,
+                "channel": name,
                 "subscribers": len(presence),
                 "presence": presence,
-                "offset": position.offset,
-                "epoch": position.epoch,
+                "offset": position.offset if position is not None else 0,
+                "epoch": position.epoch if position is not None else None,
             }
         )
 
@@ -79,7 +135,9 @@ def register_api(bp: Blueprint, node: Node, is_ready_now: Callable[[], bool]) ->
         is_ready = is_ready_now()
         return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
-    bp.add_route(publish, "/api/publish", methods=["POST"], name="publish")
-    bp.add_route(channel_info, "/api/channels/<channel:path>", methods=["GET"], name="channel")
+    bp.add_route(guarded(publish), "/api/publish", methods=["POST"], name="publish", stream=True)
+    bp.add_route(
+        guarded(channel_info), "/api/channels/<channel:path>", methods=["GET"], name="channel"
+    )
     bp.add_route(health, "/health", methods=["GET"], name="health")
     bp.add_route(ready, "/ready", methods=["GET"], name="ready")
