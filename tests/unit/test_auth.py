@@ -48,7 +48,9 @@ def b64(data: bytes) -> str:
 def forge(header: dict[str, Any], payload: dict[str, Any], key: bytes | None) -> str:
     """A token built by hand, HMAC-SHA256 signed with ``key`` (None: unsigned)."""
     signing_input = f"{b64(orjson.dumps(header))}.{b64(orjson.dumps(payload))}"
-    signature = b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    signature = (
+        b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    )
     return f"{signing_input}.{b64(signature)}"
 
 

@@ -51,7 +51,9 @@ def test_refresh_and_publish_with_an_idempotency_key_decode() -> None:
     assert decode_command('{"op": "refresh", "token": "abc", "id": 9}') == Command(
         Op.REFRESH, id=9, token="abc"
     )
-    command = decode_command('{"op": "publish", "channel": "n", "data": 1, "idempotency_key": "k-1"}')
+    command = decode_command(
+        '{"op": "publish", "channel": "n", "data": 1, "idempotency_key": "k-1"}'
+    )
     assert command.idempotency_key == "k-1"
 
 

@@ -332,7 +332,10 @@ async def test_a_publication_that_cannot_be_written_does_not_break_its_channel(
     # A batch (healing, recovery) skips it too.
     hub._deliver_all(
         hub._channels["deep"],
-        [Publication("deep", 3, position.epoch, deep(300)), Publication("deep", 4, position.epoch, 4)],
+        [
+            Publication("deep", 3, position.epoch, deep(300)),
+            Publication("deep", 4, position.epoch, 4),
+        ],
     )
     await settle()
     assert [e["data"] for e in json_client.events()] == ["after", 4]

@@ -26,7 +26,9 @@ CHANNEL = st.text(alphabet="abc:$*/.-_@", min_size=1, max_size=12)
         (["a*b"], None, ["a*b"], ["ab", "axb"]),
     ],
 )
-def test_patterns(patterns: list[str], user: str | None, allowed: list[str], refused: list[str]) -> None:
+def test_patterns(
+    patterns: list[str], user: str | None, allowed: list[str], refused: list[str]
+) -> None:
     compiled = ChannelPatterns(patterns, user)
     for channel in allowed:
         assert compiled.allows(channel), channel
