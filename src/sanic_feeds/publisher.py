@@ -22,9 +22,9 @@ from typing import Any
 
 from .backoff import Backoff
 from .brokers import Broker, BrokerOptions, create_broker
+from .codec import check_data
 from .errors import BrokerUnavailable
 from .events import StreamPosition
-from .codec import check_data
 from .names import validate_channel, validate_idempotency_key
 
 __all__ = ["PublishBufferFull", "Publisher"]
@@ -178,7 +178,8 @@ class Publisher:
         """Queue a publication and return the future of its position (needs ``retry_buffer``).
 
         Raises :class:`PublishBufferFull` when ``retry_buffer`` publications are
-        already waiting, ``BadRequest`` for data nested too deep. Publications leave in the order they were queued.
+        already waiting, ``BadRequest`` for data nested too deep. Publications leave in
+        the order they were queued.
         """
         self._check_started()
         if not self._retry_buffer:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from typing import Any
 
 from ..auth import Identity, TokenConfig, verify_token
@@ -45,6 +46,9 @@ from .outbox import Flusher
 __all__ = ["Node"]
 
 log = logging.getLogger("sanic_feeds.node")
+
+#: Tokens remembered as verified, most recent last.
+_VERIFIED_TOKENS = 10_000
 
 
 class Node:
@@ -85,6 +89,9 @@ class Node:
         #: What connections without an identity may read while identity is on.
         self._public = ChannelPatterns(settings.anonymous_subscribe)
         self._everything = Access.everything()
+        #: Tokens verified lately and what they proved: when an instance restarts, every
+        #: client comes back at once with the token it had, and is not verified again.
+        self._verified: OrderedDict[str, Identity] = OrderedDict()
         #: Names this instance in presence entries and heartbeats.
         self.instance_id = instance_id or secrets.token_hex(6)
         self.broker: Broker = (
@@ -161,7 +168,20 @@ class Node:
         """The identity ``token`` proves; raises ``Unauthorized`` (tokens off included)."""
         if self.tokens is None:
             raise Unauthorized("this server takes no tokens")
-        return verify_token(token, self.tokens)
+        verified = self._verified
+        identity = verified.get(token)
+        if identity is not None:
+            # Verified before: only its expiry can have changed since.
+            if identity.expires_at is not None and identity.expires_at <= time.time():
+                del verified[token]
+                raise Unauthorized("token expired")
+            verified.move_to_end(token)
+            return identity
+        identity = verify_token(token, self.tokens)
+        verified[token] = identity
+        if len(verified) > _VERIFIED_TOKENS:
+            verified.popitem(last=False)
+        return identity
 
     def access_for(self, identity: Identity | None) -> Access:
         """What a connection of ``identity`` (None: it showed none) may do.
