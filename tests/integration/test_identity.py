@@ -368,3 +368,23 @@ def test_serve_refuses_unusable_token_settings_in_one_line(tmp_path: Path) -> No
         )
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_the_subscribe_command_takes_a_token(hs_server: FeedsServer) -> None:
+    from tests.integration.test_cli import run_cli
+
+    status, _, err = await run_cli("subscribe", "news", "--url", hs_server.ws_url, "--count", "1")
+    assert status == 1 and "401" in err and len(err.strip().splitlines()) == 1
+
+    async def publish_soon() -> None:
+        await asyncio.sleep(2)
+        assert (await publish_http(hs_server.url, "news", "hello"))[0] == 200
+
+    publisher = asyncio.create_task(publish_soon())
+    status, out, err = await run_cli(
+        "subscribe", "news", "--url", hs_server.ws_url, "--count", "1",
+        env={"FEEDS_TOKEN": token(subscribe=["news"])},
+    )  # fmt: skip
+    await publisher
+    assert (status, err) == (0, "")
+    assert [orjson.loads(line)["type"] for line in out.splitlines()][-1] == "message"
