@@ -60,3 +60,20 @@ def test_verified_tokens_are_remembered_until_they_expire() -> None:
 def test_tokens_off_refuses_tokens() -> None:
     with pytest.raises(Unauthorized):
         Node().verify_token("anything")
+
+
+async def test_the_backend_publish_of_feeds_refuses_data_nested_too_deep() -> None:
+    """``Feeds.publish`` is ``Node.publish``: the app's handler gets ``BadRequest``."""
+    from sanic_feeds.errors import BadRequest
+
+    node = Node()
+    await node.start()
+    try:
+        deep: object = 1
+        for _ in range(300):
+            deep = [deep]
+        with pytest.raises(BadRequest):
+            await node.publish("news", deep)
+        assert (await node.publish("news", "fine")).offset == 1
+    finally:
+        await node.stop()
