@@ -71,8 +71,6 @@ def install_log_filter() -> None:
         logger.addFilter(_MalformedRequestLine())
 
 
-
-
 class Feeds:
     """Mount live feeds into a Sanic app::
 
