@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from .codec import check_data
 from .errors import BadRequest, FeedsError
 from .names import MAX_OFFSET, validate_channel, validate_idempotency_key
 
@@ -62,11 +63,16 @@ def decode_command(text: str) -> Command:
         raise InvalidCommand(BadRequest("a command is one JSON object per text frame")) from None
     if not isinstance(fields, dict):
         raise InvalidCommand(BadRequest("a command is a JSON object with an 'op'"))
-    command_id = fields.get("id")
+    command_id = echoed = fields.get("id")
+    if isinstance(command_id, dict | list):
+        try:
+            check_data(command_id)
+        except BadRequest:
+            echoed = None  # too deep to be written back: the error goes without it
     try:
         return _validate(fields, command_id)
     except FeedsError as exc:
-        raise InvalidCommand(exc, command_id) from None
+        raise InvalidCommand(exc, echoed) from None
 
 
 def _validate(fields: dict[str, Any], command_id: Any) -> Command:
