@@ -8,18 +8,30 @@ The algorithm is never the token's to choose. A secret verifies HS256 only; a pu
 verifies only the algorithm of its own type (RS256 for RSA, ES256 for P-256). A token
 whose header names anything else (``none``, or HS256 "signed" with the public key's PEM
 text, the algorithm-confusion attack) is refused before its signature is looked at.
+
+Signatures are checked by PyJWT's algorithm objects (``jwt.algorithms``), with the key
+loaded once. The compact form around them is read here, as strictly as PyJWT reads it
+(canonical base64url, a JSON object header, claims of the right types): PyJWT's own
+``decode`` spends about 80 µs per token on that, several times the HMAC itself, and
+every connection pays it (``bench/token_cost.py``; ``tests/unit/test_auth.py`` checks
+that both agree on every token).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import Algorithm, ECAlgorithm, HMACAlgorithm, RSAAlgorithm
 
 from .codec import check_data
 from .errors import FeedsError, Unauthorized
@@ -86,7 +98,6 @@ class TokenConfig:
     issuer: str | None = None
     #: Seconds of clock difference forgiven on ``exp`` and ``nbf``.
     leeway_s: float = 0.0
-    _decoder: jwt.PyJWT = field(default_factory=jwt.PyJWT, repr=False, compare=False)
 
     @classmethod
     def create(
@@ -132,57 +143,111 @@ class TokenConfig:
         return "RS256" if isinstance(self.public_key, RSAPublicKey) else "ES256"
 
 
-_DECODE_OPTIONS: Any = {
-    "require": ["sub"],
-    # ``iat`` says when a token was made, not until when it holds; a token minted by a
-    # clock slightly ahead of ours must not fail for it.
-    "verify_iat": False,
+#: What verifies each algorithm, given its key.
+_ALGORITHMS: dict[str, Algorithm] = {
+    "HS256": HMACAlgorithm(HMACAlgorithm.SHA256),
+    "RS256": RSAAlgorithm(RSAAlgorithm.SHA256),
+    "ES256": ECAlgorithm(ECAlgorithm.SHA256),
 }
+
+_BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
 
 
 def verify_token(token: str, config: TokenConfig) -> Identity:
     """The identity ``token`` proves; raises ``Unauthorized`` saying why not.
 
-    Checks the signature with the one algorithm of the configured key, ``exp`` and
-    ``nbf``, ``aud`` and ``iss`` (a token with an ``aud`` needs ``--token-audience``),
-    and the claims' shapes: ``sub`` a non-empty string, ``subscribe`` and ``publish``
-    lists of strings, ``info`` any JSON value that can be sent.
+    Checks, in this order: the compact form (three canonical base64url segments, a JSON
+    object header naming the one algorithm of the configured key, no ``crit``), the
+    signature, then the claims: ``exp`` and ``nbf`` (numbers; ``iat`` is not checked),
+    ``iss`` and ``aud`` (a token with an ``aud`` needs ``--token-audience``), and the
+    shapes: ``sub`` a non-empty string, ``subscribe`` and ``publish`` lists of strings,
+    ``info`` any JSON value that can be sent.
     """
     if len(token) > MAX_TOKEN_BYTES:
         raise Unauthorized(f"token longer than {MAX_TOKEN_BYTES} bytes")
-    key, algorithm = _key_for(token, config)
     try:
-        claims = config._decoder.decode(
-            token,
-            key,
-            algorithms=[algorithm],
-            audience=config.audience,
-            issuer=config.issuer,
-            leeway=config.leeway_s,
-            options=_DECODE_OPTIONS,
-        )
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("token expired") from None
-    except jwt.InvalidAlgorithmError:
-        raise Unauthorized(f"token algorithm not allowed (only {algorithm})") from None
-    except jwt.InvalidSignatureError:
-        raise Unauthorized("token signature does not verify") from None
-    except jwt.ImmatureSignatureError:
-        raise Unauthorized("token not valid yet (nbf)") from None
-    except jwt.InvalidAudienceError:
-        raise Unauthorized("token audience not accepted") from None
-    except jwt.InvalidIssuerError:
-        raise Unauthorized("token issuer not accepted") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise Unauthorized(f"token has no {exc.claim!r} claim") from None
-    except (jwt.InvalidTokenError, ValueError, TypeError, RecursionError):
-        # RecursionError: a header or payload nested deeper than json can read.
+        raw = token.encode("ascii")
+        header_part, payload_part, signature_part = raw.split(b".")
+        header = _json_object(_segment(header_part))
+        signature = _segment(signature_part)
+    except (ValueError, UnicodeError):
         raise Unauthorized("malformed token") from None
+    named = header.get("alg")
+    key, algorithm = _key_for(named, config)
+    if named != algorithm:
+        raise Unauthorized(f"token algorithm not allowed (only {algorithm})")
+    if "crit" in header or header.get("b64", True) is not True:
+        raise Unauthorized("malformed token: unsupported header")
+    signing_input = raw[: len(header_part) + 1 + len(payload_part)]
+    if not _ALGORITHMS[algorithm].verify(signing_input, key, signature):
+        raise Unauthorized("token signature does not verify")
+    try:
+        claims = _json_object(_segment(payload_part))
+    except ValueError:
+        raise Unauthorized("malformed token") from None
+    _check_claims(claims, config)
     return _identity(claims)
 
 
-def _key_for(token: str, config: TokenConfig) -> tuple[Any, str]:
-    """The key and the one algorithm to verify ``token`` with."""
+def _segment(part: bytes) -> bytes:
+    """A base64url segment, decoded; ``ValueError`` unless canonical. Up to two ``=`` of
+    padding are taken, as PyJWT takes them (some issuers pad)."""
+    stripped = part.rstrip(b"=")
+    if stripped != part and (len(part) - len(stripped) > 2 or len(part) % 4 != 0):
+        raise ValueError("bad base64url padding")
+    part = stripped
+    if len(part) % 4 == 1 or _BASE64URL.fullmatch(part) is None:
+        raise ValueError("not base64url")
+    try:
+        decoded = base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
+    except binascii.Error:
+        raise ValueError("not base64url") from None
+    # Canonical only: unused low bits set would give two spellings of one token.
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != part:
+        raise ValueError("not canonical base64url")
+    return decoded
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    value = orjson.loads(data)  # orjson.JSONDecodeError is a ValueError
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthorized(f"malformed token: {name!r} must be a number")
+    return float(value)
+
+
+def _check_claims(claims: dict[str, Any], config: TokenConfig) -> None:
+    now_s = time.time()
+    expires_at = _number(claims, "exp")
+    if expires_at is not None and expires_at <= now_s - config.leeway_s:
+        raise Unauthorized("token expired")
+    not_before = _number(claims, "nbf")
+    if not_before is not None and not_before > now_s + config.leeway_s:
+        raise Unauthorized("token not valid yet (nbf)")
+    if config.issuer is not None and claims.get("iss") != config.issuer:
+        raise Unauthorized("token issuer not accepted")
+    audience = claims.get("aud")
+    if config.audience is None:
+        if audience:
+            raise Unauthorized("token audience not accepted")
+    else:
+        audiences = [audience] if isinstance(audience, str) else audience
+        if not isinstance(audiences, list) or config.audience not in audiences:
+            raise Unauthorized("token audience not accepted")
+    if "sub" not in claims:
+        raise Unauthorized("token has no 'sub' claim")
+
+
+def _key_for(named: Any, config: TokenConfig) -> tuple[Any, str]:
+    """The key and the one algorithm to verify a token whose header names ``named``."""
     secret, public_key = config.secret, config.public_key
     if public_key is None:
         return secret, "HS256"
@@ -190,24 +255,19 @@ def _key_for(token: str, config: TokenConfig) -> tuple[Any, str]:
     if secret is None:
         return public_key, public_algorithm
     # Both configured: the header says which key, and each key takes one algorithm only.
-    try:
-        named = jwt.get_unverified_header(token).get("alg")
-    except (jwt.InvalidTokenError, ValueError, TypeError, RecursionError):
-        raise Unauthorized("malformed token") from None
     return (secret, "HS256") if named == "HS256" else (public_key, public_algorithm)
 
 
 def _identity(claims: dict[str, Any]) -> Identity:
     subscribe = _patterns(claims, "subscribe")
     publish = _patterns(claims, "publish")
-    expires_at = claims.get("exp")
     try:
         return Identity(
             user=claims["sub"],
             info=claims.get("info", {}),
             subscribe=subscribe,
             publish=publish,
-            expires_at=expires_at,
+            expires_at=claims.get("exp"),
         )
     except TypeError as exc:
         raise Unauthorized(f"malformed token: {exc}") from None

@@ -18,6 +18,8 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sanic_feeds.auth import MAX_TOKEN_BYTES, Identity, TokenConfig, verify_token
 from sanic_feeds.errors import Unauthorized
@@ -239,3 +241,116 @@ def test_identity_checks_what_an_apps_hook_returns() -> None:
     ):
         with pytest.raises(TypeError):
             Identity(**bad)
+
+
+# -- the same verdicts as PyJWT's own decode, on every token
+
+
+def pyjwt_verdict(token: str, config: TokenConfig, key: Any, alg: str) -> Any:
+    """What ``jwt.decode`` says of ``token``, with the options verify_token promises."""
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=config.audience,
+            issuer=config.issuer,
+            options={"require": ["sub"], "verify_iat": False},
+        )
+    except (jwt.InvalidTokenError, ValueError, TypeError, RecursionError):
+        return None
+    try:
+        return Identity(
+            user=claims["sub"],
+            info=claims.get("info", {}),
+            subscribe=claims.get("subscribe", []),
+            publish=claims.get("publish", []),
+            expires_at=claims.get("exp"),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def our_verdict(token: str, config: TokenConfig) -> Any:
+    try:
+        return verify_token(token, config)
+    except Unauthorized:
+        return None
+
+
+CLAIM_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.sampled_from(["ada", "", "feeds", "me", "news", "chat:*"]),
+    st.lists(st.sampled_from(["feeds", "news", "x"]), max_size=3),
+    st.just(int(time.time()) + 300),
+    st.just(int(time.time()) - 300),
+)
+
+
+@st.composite
+def tokens(draw: st.DrawFn) -> tuple[str, str]:
+    """A token signed by one of the keys (or another), from good claims with some changed,
+    maybe mangled afterwards."""
+    claims: dict[str, Any] = {"sub": "ada", "exp": int(time.time()) + 300}
+    if draw(st.booleans()):
+        claims.update(aud="feeds", iss="me")
+    names = ["sub", "exp", "nbf", "iat", "aud", "iss", "info", "subscribe", "publish"]
+    for name in draw(st.lists(st.sampled_from(names), unique=True, max_size=3)):
+        if draw(st.booleans()):
+            claims.pop(name, None)
+        else:
+            claims[name] = draw(CLAIM_VALUES)
+    alg, key = draw(
+        st.sampled_from(
+            [("HS256", SECRET), ("HS256", SECRET), ("HS256", "t" * 32), ("ES256", EC_KEY)]
+        )
+    )
+    # Signed as given (jwt.encode would refuse claims of the wrong type).
+    token = jwt.api_jws.encode(orjson.dumps(claims), key, alg)
+    mangle = draw(
+        st.sampled_from(["none"] * 6 + ["pad", "flip", "cut", "swap", "dot", "space"])
+    )
+    header, payload, signature = token.split(".")
+    if mangle == "pad":
+        token = ".".join(part + "=" * (-len(part) % 4) for part in (header, payload, signature))
+    elif mangle == "flip":
+        index = draw(st.integers(0, len(token) - 1))
+        replacement = draw(st.sampled_from("AB_-z9=+/"))
+        token = token[:index] + replacement + token[index + 1 :]
+    elif mangle == "cut":
+        token = token[: draw(st.integers(0, len(token)))]
+    elif mangle == "swap":
+        token = ".".join((payload, header, signature))
+    elif mangle == "dot":
+        token += "."
+    elif mangle == "space":
+        token = " " + token
+    return token, alg
+
+
+@pytest.mark.parametrize("audience", [None, "feeds"])
+@pytest.mark.parametrize("issuer", [None, "me"])
+@given(sample=tokens())
+@settings(max_examples=150, deadline=None)
+def test_verdicts_agree_with_pyjwts_decode(
+    sample: tuple[str, str], audience: str | None, issuer: str | None
+) -> None:
+    token, _ = sample
+    try:
+        payload = orjson.loads(jwt.utils.base64url_decode(token.split(".")[1]))
+        # PyJWT takes true and false for times (int(True) is 1); verify_token does not.
+        stricter = any(isinstance(payload.get(n), bool) for n in ("exp", "nbf"))
+    except Exception:
+        stricter = False
+    for config, key, alg in (
+        (TokenConfig.create(secret=SECRET, audience=audience, issuer=issuer), SECRET, "HS256"),
+        (
+            TokenConfig.create(public_key_pem=pem_of(EC_KEY), audience=audience, issuer=issuer),
+            EC_KEY.public_key(),
+            "ES256",
+        ),
+    ):
+        ours, theirs = our_verdict(token, config), pyjwt_verdict(token, config, key, alg)
+        assert ours == theirs or (stricter and ours is None), (token, ours, theirs)
