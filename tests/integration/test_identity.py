@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from sanic_feeds.client import FeedsClient, Subscribed
+from sanic_feeds.client import CommandFailed, FeedsClient, Subscribed
 from sanic_feeds.events import Publication
 from tests.support.feeds_server import FeedsServer
 from tests.support.ws import close_code, publish_http, recv_event, wait_until
@@ -388,3 +388,14 @@ async def test_the_subscribe_command_takes_a_token(hs_server: FeedsServer) -> No
     await publisher
     assert (status, err) == (0, "")
     assert [orjson.loads(line)["type"] for line in out.splitlines()][-1] == "message"
+
+
+async def test_the_python_client_refreshes_its_token_in_place(hs_server: FeedsServer) -> None:
+    later = int(time.time()) + 600
+    first = token(exp=int(time.time()) + 2, publish=["x"])
+    async with FeedsClient(hs_server.ws_url, token=first) as client:
+        assert await client.refresh(token(exp=later, publish=["x"])) == later
+        await asyncio.sleep(3)  # past the first token's exp: still the same connection
+        assert await client.publish("x", 1) == 1
+        with pytest.raises(CommandFailed, match="forbidden"):
+            await client.refresh(token("bob", exp=later))
