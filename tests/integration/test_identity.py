@@ -394,8 +394,10 @@ async def test_the_python_client_refreshes_its_token_in_place(hs_server: FeedsSe
     later = int(time.time()) + 600
     first = token(exp=int(time.time()) + 2, publish=["x"])
     async with FeedsClient(hs_server.ws_url, token=first) as client:
+        connection = client._ws
         assert await client.refresh(token(exp=later, publish=["x"])) == later
         await asyncio.sleep(3)  # past the first token's exp: still the same connection
         assert await client.publish("x", 1) == 1
+        assert client._ws is connection
         with pytest.raises(CommandFailed, match="forbidden"):
             await client.refresh(token("bob", exp=later))
