@@ -71,6 +71,10 @@ def register_api(
         handler: Callable[..., Coroutine[Any, Any, HTTPResponse]],
     ) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
         async def route(request: Request, **params: Any) -> HTTPResponse:
+            if request.stream is not None:
+                # The body is read (or, refused, drained by Sanic) up to the message limit,
+                # no further: the route streams, so nothing was read yet.
+                request.stream.request_max_size = settings.max_message_bytes
             try:
                 guard(request)
                 return await handler(request, **params)
@@ -91,8 +95,6 @@ def register_api(
         if length is not None and length.isdigit() and int(length) > limit:
             raise too_large
         if request.stream is not None:
-            # Read no more than the limit: the route streams, so Sanic has not read it.
-            request.stream.request_max_size = limit
             try:
                 await request.receive_body()  # type: ignore[no-untyped-call]
             except PayloadTooLarge:
