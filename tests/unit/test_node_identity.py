@@ -43,6 +43,13 @@ def test_an_identity_gets_its_patterns_for_its_user_plus_the_public_ones() -> No
         Node.check_subscribe(access, "user:bob")
 
 
+def test_an_expired_identity_from_an_apps_hook_is_refused() -> None:
+    node = Node(identities_from_elsewhere=True)
+    with pytest.raises(Unauthorized, match="expired"):
+        node.access_for(Identity("ada", expires_at=time.time() - 1))
+    assert node.access_for(Identity("ada", expires_at=time.time() + 60)).user == "ada"
+
+
 def test_verified_tokens_are_remembered_until_they_expire() -> None:
     node = Node(Settings(token_secret=SECRET))
     token = jwt.encode({"sub": "ada", "exp": time.time() + 60}, SECRET, "HS256")

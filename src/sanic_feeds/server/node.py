@@ -187,10 +187,14 @@ class Node:
         """What a connection of ``identity`` (None: it showed none) may do.
 
         Raises ``Unauthorized`` for a connection without an identity while identity is on
-        and ``--anonymous-subscribe`` opens nothing to it.
+        and ``--anonymous-subscribe`` opens nothing to it, and for an expired identity
+        (an app's hook may return one).
         """
         if not self.identity_on:
             return self._everything
+        if identity is not None and identity.expires_at is not None:
+            if identity.expires_at <= time.time():
+                raise Unauthorized("identity expired")
         if identity is None:
             if self._public.allows_nothing:
                 raise Unauthorized("a token is needed (?token= or Authorization: Bearer)")
