@@ -192,13 +192,12 @@ class Node:
         """
         if not self.identity_on:
             return self._everything
-        if identity is not None and identity.expires_at is not None:
-            if identity.expires_at <= time.time():
-                raise Unauthorized("identity expired")
         if identity is None:
             if self._public.allows_nothing:
                 raise Unauthorized("a token is needed (?token= or Authorization: Bearer)")
             return Access(self._public, ChannelPatterns(()), None)
+        if identity.expires_at is not None and identity.expires_at <= time.time():
+            raise Unauthorized("identity expired")
         return Access(
             ChannelPatterns(identity.subscribe, identity.user) | self._public,
             ChannelPatterns(identity.publish, identity.user),
