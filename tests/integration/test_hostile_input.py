@@ -28,7 +28,7 @@ from websockets.frames import Frame, Opcode
 from sanic_feeds import Publisher
 from sanic_feeds.errors import BadRequest
 from tests.support.feeds_server import FeedsServer, free_port
-from tests.support.ws import open_feed, publish_http, recv_event, recv_messages
+from tests.support.ws import open_feed, publish_http, recv_event, recv_messages, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -170,8 +170,9 @@ async def test_a_client_flooding_pings_without_reading_is_closed_and_memory_stay
     server = feeds_server_factory(args=["--max-queue", "100"])
     process = psutil.Process(server.pid)
     before = process.memory_info().rss
-    sock = socket.create_connection((server.host, server.port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect((server.host, server.port))
     sock.sendall(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -179,23 +180,24 @@ async def test_a_client_flooding_pings_without_reading_is_closed_and_memory_stay
     ping = Frame(Opcode.PING, b"x" * 125).serialize(mask=True, extensions=[])
 
     def flood() -> int:
+        """Ping, never read, until the server closes (at most a minute)."""
         sent = 0
-        sock.settimeout(0.5)
-        deadline = time.monotonic() + 20
+        sock.settimeout(1)
+        deadline = time.monotonic() + 60
         try:
             while time.monotonic() < deadline:
                 sock.sendall(ping * 100)
                 sent += 100
         except OSError:
-            pass  # closed by the server, or our buffer is full and it stopped reading
-        return sent
+            return sent  # reset by the server, or it stopped reading us: closed
+        return -sent
 
     sent = await asyncio.to_thread(flood)
     grown = process.memory_info().rss - before
     sock.close()
-    assert sent > 1000
+    assert sent > 0, f"still open after {-sent} pings"
     assert grown < 30 * 2**20, f"grew {grown / 2**20:.0f} MB after {sent} pings"
-    assert "does not read its pongs" in server.log()
+    await wait_until(lambda: "does not read its pongs" in server.log(), 10, "the close")
     await assert_alive(server)
 
 
@@ -229,9 +231,15 @@ async def test_publish_bodies_over_the_message_limit_are_413(feeds_server_factor
     big = orjson.dumps({"channel": "c", "data": "x" * 2000})
     status, body = await http(server, "POST", "/api/publish", big, JSON)
     assert (status, body["code"]) == (413, "too_large")
+    # 10 MB: answered 413 without being read; the server may close the connection while
+    # the client still sends, so the client may see a reset instead of the answer.
     huge = orjson.dumps({"channel": "c", "data": "x" * 10_000_000})
-    status, body = await http(server, "POST", "/api/publish", huge, JSON)
-    assert status == 413
+    try:
+        status, body = await http(server, "POST", "/api/publish", huge, JSON)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    else:
+        assert status == 413
     fits = orjson.dumps({"channel": "c", "data": "x" * 900})
     assert (await http(server, "POST", "/api/publish", fits, JSON))[0] == 200
     await assert_alive(server)

@@ -32,6 +32,10 @@ from .node import Node
 
 __all__ = ["error_response", "register_api"]
 
+#: How much of a refused body Sanic reads (and drops) after the answer, so that the client
+#: sees the answer; past it the connection is closed instead.
+_DRAINED_BYTES = 1 << 20
+
 
 def json_response(body: Any, status: int = 200) -> HTTPResponse:
     return response.raw(orjson.dumps(body), status=status, content_type="application/json")
@@ -72,9 +76,9 @@ def register_api(
     ) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
         async def route(request: Request, **params: Any) -> HTTPResponse:
             if request.stream is not None:
-                # The body is read (or, refused, drained by Sanic) up to the message limit,
-                # no further: the route streams, so nothing was read yet.
-                request.stream.request_max_size = settings.max_message_bytes
+                # The route streams, so nothing was read yet. A refused body is drained by
+                # Sanic up to this much, no further: then the connection is closed.
+                request.stream.request_max_size = max(settings.max_message_bytes, _DRAINED_BYTES)
             try:
                 guard(request)
                 return await handler(request, **params)
@@ -95,6 +99,7 @@ def register_api(
         if length is not None and length.isdigit() and int(length) > limit:
             raise too_large
         if request.stream is not None:
+            request.stream.request_max_size = limit
             try:
                 await request.receive_body()  # type: ignore[no-untyped-call]
             except PayloadTooLarge:
