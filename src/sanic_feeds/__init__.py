@@ -18,6 +18,7 @@ __all__ = [
     "Feeds",
     "FeedsClient",
     "FeedsError",
+    "Identity",
     "Join",
     "Leave",
     "Publication",
@@ -43,6 +44,7 @@ _SOURCES = {
     "FeedsError": ".errors",
     "Feeds": ".server.extension",
     "FeedsClient": ".client",
+    "Identity": ".auth",
     "Subscribed": ".client",
     "SubscriptionRefused": ".client",
     "Join": ".events",
@@ -56,6 +58,7 @@ _SOURCES = {
 }
 
 if TYPE_CHECKING:
+    from .auth import Identity
     from .brokers import Broker, create_broker
     from .client import FeedsClient, Subscribed, SubscriptionRefused
     from .errors import BrokerUnavailable, CloseCode, ErrorCode, FeedsError

@@ -86,15 +86,24 @@ def _serve(args: argparse.Namespace) -> int:
             "process, so messages would not cross workers. Use --broker redis://HOST:PORT/DB "
             "(or --workers 1)."
         )
+    try:
+        settings.token_config()  # an unreadable key fails here, in one line
+    except SettingsError as exc:
+        _fail(str(exc), 2)
     if scheme != "memory":
         _check_broker(settings.broker)
+    _check_address(settings.host, settings.port)
 
     from .server.app import run
 
     if settings.demo_page:
         # The first line a person reads: where to look.
         print(f"open {_demo_url(settings.host, settings.port)}", flush=True)
-    run(settings)
+    try:
+        run(settings)
+    except OSError as exc:
+        # Taken between the check and Sanic's own bind.
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     return 0
 
 
@@ -105,6 +114,22 @@ def _demo_url(host: str, port: int) -> str:
     elif host == "::":
         host = "::1"
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail in one line, before Sanic starts, when ``host:port`` cannot be listened on
+    (a port in use, a host that does not resolve or is not this machine's)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As Sanic binds: a port left in TIME_WAIT by a previous run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def _check_broker(url: str) -> None:
@@ -254,6 +279,9 @@ def _add_subscribe(sub: Any) -> None:
         "--url", default="ws://127.0.0.1:8000", help="the server (default ws://127.0.0.1:8000)"
     )
     parser.add_argument("--count", type=int, default=0, help="exit after COUNT messages")
+    parser.add_argument(
+        "--token", help=f"a JWT for servers with identity on (env {ENV_PREFIX}TOKEN)"
+    )
 
 
 def _subscribe(args: argparse.Namespace) -> int:
@@ -264,20 +292,21 @@ def _subscribe(args: argparse.Namespace) -> int:
         validate_channel(args.channel)
     except BadChannel as exc:
         _fail(exc.message, 2)
+    token = args.token or os.environ.get(ENV_PREFIX + "TOKEN") or None
     try:
-        return asyncio.run(_print_events(args.url, args.channel, args.count))
+        return asyncio.run(_print_events(args.url, args.channel, args.count, token))
     except KeyboardInterrupt:
         return 0
 
 
-async def _print_events(base_url: str, channel: str, count: int) -> int:
+async def _print_events(base_url: str, channel: str, count: int, token: str | None) -> int:
     from websockets.exceptions import InvalidHandshake, InvalidURI
 
     from .client import CommandFailed, FeedsClient, Subscribed, SubscriptionRefused
     from .codec import WireFormat, encode_event, encode_subscribed
     from .events import Publication
 
-    client = FeedsClient(base_url)
+    client = FeedsClient(base_url, token=token)
     try:
         await client.connect()
         await client.subscribe(channel)

@@ -18,28 +18,43 @@ A renewal the server refuses for now (its broker is reconnecting) is retried
 with backoff from the same position; one it refuses for good raises
 ``SubscriptionRefused`` from the iteration, which can then go on with the
 other channels.
+
+With identity on, give it ``token=`` or ``get_token=`` (a function, sync or
+async, that returns a fresh token). The token travels in the
+``Authorization: Bearer`` header. When the server closes the connection
+with 4001 (the token ran out) or refuses the upgrade with 401, the client
+asks ``get_token()`` for a new one and reconnects at once, recovering what
+it missed. ``refresh()`` hands the server a new token without reconnecting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from .backoff import Backoff
-from .errors import ErrorCode, FeedsError
+from .errors import CloseCode, ErrorCode, FeedsError
 from .events import Join, Leave, Publication, StreamPosition
 
-__all__ = ["ClientEvent", "CommandFailed", "FeedsClient", "Subscribed", "SubscriptionRefused"]
+__all__ = [
+    "ClientEvent",
+    "CommandFailed",
+    "FeedsClient",
+    "GetToken",
+    "Subscribed",
+    "SubscriptionRefused",
+]
 
 log = logging.getLogger("sanic_feeds.client")
 
@@ -63,6 +78,12 @@ class Subscribed:
     recovered: bool
     resumed: bool = False
     was_recovering: bool = False
+    #: This connection's own id (as in its ``join`` events), when the server says it.
+    client: str | None = None
+
+
+#: Returns a fresh token, or awaits one.
+GetToken = Callable[[], "str | Awaitable[str]"]
 
 
 ClientEvent = Publication | Join | Leave | Subscribed
@@ -114,9 +135,14 @@ class FeedsClient:
         max_buffered: int = 1000,
         open_timeout_s: float = 10.0,
         command_timeout_s: float = 10.0,
+        token: str | None = None,
+        get_token: GetToken | None = None,
     ) -> None:
         base = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         self.url = base if base.endswith("/ws") else base + "/ws"
+        #: The token the next connection shows; ``get_token`` renews it.
+        self._token = token
+        self._get_token = get_token
         self._reconnect = reconnect
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
@@ -159,10 +185,48 @@ class FeedsClient:
         await self.close()
 
     async def connect(self) -> None:
-        """Open the first connection; raises ``OSError`` or ``InvalidHandshake`` if it fails."""
-        self._ws = await connect(self.url, open_timeout=self._open_timeout_s, max_size=None)
+        """Open the first connection; raises ``OSError`` or ``InvalidHandshake`` if it fails
+        (``InvalidStatus`` with status 401 for a token the server refuses)."""
+        if self._token is None and self._get_token is not None:
+            await self._renew_token()
+        self._ws = await self._open()
         self._connected.set()
         self._runner = asyncio.create_task(self._run(), name="feeds-client")
+
+    async def _open(self) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        return await connect(
+            self.url, open_timeout=self._open_timeout_s, max_size=None, additional_headers=headers
+        )
+
+    async def _renew_token(self) -> bool:
+        """Ask ``get_token`` for a fresh token; False when there is none to ask."""
+        if self._get_token is None:
+            return False
+        token = self._get_token()
+        self._token = await token if inspect.isawaitable(token) else token
+        return True
+
+    async def _try_renew_token(self) -> bool:
+        """:meth:`_renew_token` for the connection loop, which must not die of it."""
+        try:
+            return await self._renew_token()
+        except Exception:
+            log.exception("get_token failed; reconnecting with the token held")
+            return False
+
+    async def refresh(self, token: str | None = None) -> float | None:
+        """Hand the server a new token for the same user (``token``, else one from
+        ``get_token``) so that the connection outlives the old one's ``exp``; returns the
+        new ``exp``. Later reconnects show it too."""
+        if token is None:
+            if not await self._renew_token():
+                raise ValueError("refresh needs a token or get_token")
+        else:
+            self._token = token
+        reply = await self._command("refresh", None, token=self._token)
+        exp = reply.get("exp")
+        return None if exp is None else float(exp)
 
     async def close(self) -> None:
         self._closed = True
@@ -198,6 +262,7 @@ class FeedsClient:
             reply["epoch"],
             reply["recovered"],
             was_recovering=since is not None,
+            client=reply.get("client"),
         )
 
     async def unsubscribe(self, channel: str) -> None:
@@ -239,7 +304,7 @@ class FeedsClient:
         return [_publication(event) for event in reply["messages"]]
 
     async def _command(
-        self, op: str, channel: str, *, command_id: int | None = None, **fields: Any
+        self, op: str, channel: str | None, *, command_id: int | None = None, **fields: Any
     ) -> Any:
         await asyncio.wait_for(self._connected.wait(), self._command_timeout_s)
         ws = self._ws
@@ -249,10 +314,11 @@ class FeedsClient:
             command_id = next(self._ids)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = reply
+        command = {"op": op, "id": command_id, **fields}
+        if channel is not None:
+            command["channel"] = channel
         try:
-            await ws.send(
-                orjson.dumps({"op": op, "channel": channel, "id": command_id, **fields}).decode()
-            )
+            await ws.send(orjson.dumps(command).decode())
             return await asyncio.wait_for(reply, self._command_timeout_s)
         finally:
             self._pending.pop(command_id, None)
@@ -290,8 +356,10 @@ class FeedsClient:
                 # The iteration ends quietly on 1000 and 1001 alike: ask the connection.
                 code = ws.close_code if ws.close_code is not None else 1006
                 self.last_close_code = code
-                if code == 1013:
+                if code == CloseCode.TRY_AGAIN_LATER:
                     backoff.reset()  # told to come back with since: no reason to wait
+                if code == CloseCode.TOKEN_EXPIRED and await self._try_renew_token():
+                    backoff.reset()  # a fresh token is all it takes
                 log.info("connection closed (%s); reconnecting", code)
             self._connected.clear()
             self._ws = None
@@ -308,9 +376,11 @@ class FeedsClient:
             # Jitter spreads the reconnects of many clients after a restart.
             await asyncio.sleep(backoff.next_delay_s())
             try:
-                self._ws = await connect(self.url, open_timeout=self._open_timeout_s, max_size=None)
+                self._ws = await self._open()
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 log.info("reconnect failed: %s", exc)
+                if isinstance(exc, InvalidStatus) and exc.response.status_code == 401:
+                    await self._try_renew_token()  # it ran out while we were away
                 continue
             resumed = True
 
@@ -347,6 +417,7 @@ class FeedsClient:
                     event["recovered"],
                     resumed=True,
                     was_recovering=True,  # a renewal always asks from the last position
+                    client=event.get("client"),
                 )
             )
             return
@@ -419,6 +490,7 @@ class FeedsClient:
                         event["epoch"],
                         event["recovered"],
                         was_recovering=was_recovering,
+                        client=event.get("client"),
                     )
                 )
         elif kind == "error":

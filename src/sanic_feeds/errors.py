@@ -16,6 +16,7 @@ __all__ = [
     "RateLimited",
     "TooLarge",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -42,6 +43,8 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
+    #: The connection's token ran out unrefreshed: get a new one and reconnect with ``since``.
+    TOKEN_EXPIRED = 4001
 
 
 class FeedsError(Exception):
@@ -58,6 +61,12 @@ class FeedsError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def public_message(self) -> str:
+        """What a client is told: ``message``, unless it may hold what only operators
+        should read."""
+        return self.message
+
 
 class BadRequest(FeedsError):
     code = ErrorCode.BAD_REQUEST
@@ -72,6 +81,12 @@ class BadChannel(FeedsError):
 class Unauthorized(FeedsError):
     code = ErrorCode.UNAUTHORIZED
     http_status = 401
+
+
+class UnsupportedMediaType(BadRequest):
+    """An HTTP body that is not ``application/json``."""
+
+    http_status = 415
 
 
 class Forbidden(FeedsError):
@@ -100,3 +115,8 @@ class BrokerUnavailable(FeedsError):
 
     code = ErrorCode.UNAVAILABLE
     http_status = 503
+
+    @property
+    def public_message(self) -> str:
+        # ``message`` may carry Redis' own error text (a script's error, an address).
+        return "broker unavailable, try again later"

@@ -158,6 +158,41 @@ async def test_position_of_a_fresh_channel_has_an_epoch_that_the_first_publish_k
     assert position == StreamPosition(1, fresh.epoch)
 
 
+async def test_peek_position_reads_without_creating_anything(broker: Broker) -> None:
+    # Anyone may read a channel over HTTP, as often as they like: nothing may be created.
+    assert await broker.peek_position("never-used") is None
+    assert await broker.peek_position("never-used") is None
+    created = await broker.position("never-used")
+    assert created.offset == 0
+    assert await broker.peek_position("never-used") == created
+    published = await broker.publish("never-used", 1)
+    assert await broker.peek_position("never-used") == published
+
+
+async def test_publish_refuses_data_nested_deeper_than_events_can_carry(
+    broker: Broker, recorder: Recorder
+) -> None:
+    from sanic_feeds.codec import MAX_DATA_DEPTH
+    from sanic_feeds.errors import BadRequest
+
+    def nested(depth: int) -> Any:
+        value: Any = []
+        for _ in range(depth - 1):
+            value = [value]
+        return value
+
+    await broker.subscribe("deep")
+    for depth in (MAX_DATA_DEPTH + 1, 255, 1023):
+        with pytest.raises(BadRequest):
+            await broker.publish("deep", nested(depth))
+    with pytest.raises(BadRequest):
+        await broker.publish("deep", {1: "not a JSON key"})
+    assert await broker.peek_position("deep") is None  # nothing was published
+    assert (await broker.publish("deep", nested(MAX_DATA_DEPTH))).offset == 1
+    [delivered] = await recorder.wait_pubs("deep", 1)
+    assert delivered.data == nested(MAX_DATA_DEPTH)
+
+
 async def test_history_of_a_fresh_channel_creates_the_same_epoch(broker: Broker) -> None:
     pubs, position = await broker.history("read-first", 0, 10)
     assert pubs == []

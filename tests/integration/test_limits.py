@@ -240,8 +240,9 @@ async def test_an_invalid_channel_on_the_http_api_is_400_bad_channel(
 async def test_publishing_too_fast_on_feed_is_rate_limited_then_closed_1008(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
-    # 3 at once, then one every 10 s: everything after the third is over the rate.
-    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "3"])
+    # 4 at once, then one every 10 s: the subscription at connect takes one (subscribes
+    # count with publishes), so everything after the third frame is over the rate.
+    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "4"])
     bystander = await open_feed(server.ws_url, "room")
     violator = await open_feed(server.ws_url, "room")
     for n in range(3):
@@ -269,7 +270,8 @@ async def test_publishing_too_fast_on_feed_is_rate_limited_then_closed_1008(
 async def test_publishing_too_fast_on_ws_is_rate_limited_with_the_id_then_closed_1008(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
-    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "2"])
+    # The subscription takes one of the three, two publishes the rest.
+    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "3"])
     bystander = await open_feed(server.ws_url, "room")
     violator = await open_ws(server.ws_url, "room")
 
@@ -287,7 +289,7 @@ async def test_publishing_too_fast_on_ws_is_rate_limited_with_the_id_then_closed
             replies[event["id"]] = event
     assert [replies[n]["type"] for n in range(3)] == ["ack", "ack", "error"]
     assert replies[2]["code"] == "rate_limited"
-    # Commands other than publish are not rate limited.
+    # Commands other than publish and subscribe are not rate limited.
     await violator.send('{"op": "ping", "id": "p"}')
     assert (await reply_to(violator, "p"))["type"] == "pong"
     for n in range(3, 100):
@@ -337,8 +339,13 @@ async def test_a_client_that_stops_reading_is_closed_1013_past_max_queue_and_rec
     feeds_server_factory: Any, redis_url: str
 ) -> None:
     server = feeds_server_factory(
-        redis_url, args=["--max-queue", "20", "--history-size", "200", "--recovery-max", "200"]
-    )
+        redis_url,
+        args=[
+            "--max-queue", "20", "--history-size", "200", "--recovery-max", "200",
+            # The API takes bodies up to this size: the messages below are 200 KB.
+            "--max-message-bytes", "300000",
+        ],
+    )  # fmt: skip
     status, first = await publish_http(server.url, "busy", "first")
     assert status == 200
     bystander = await open_feed(server.ws_url, "busy")

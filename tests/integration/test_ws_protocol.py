@@ -268,11 +268,13 @@ async def test_subscribe_to_a_new_channel(target: Target) -> None:
         "offset": 0,
         "epoch": reply["epoch"],
         "recovered": False,
+        "client": reply["client"],
         "id": 1,
     }
+    # ``client`` is this connection's own id: its own join says the same.
     join = await client.event("join", channel)
-    assert join == {"type": "join", "channel": channel, "client": join["client"], "info": {}}
-    assert isinstance(join["client"], str) and join["client"]
+    assert join == {"type": "join", "channel": channel, "client": reply["client"], "info": {}}
+    assert isinstance(join["client"], str) and len(join["client"]) == 16
 
 
 async def test_subscribe_to_a_channel_with_history_starts_from_now(target: Target) -> None:
@@ -287,6 +289,7 @@ async def test_subscribe_to_a_channel_with_history_starts_from_now(target: Targe
         "offset": 3,
         "epoch": epoch,
         "recovered": False,
+        "client": reply["client"],
         "id": "s",
     }
     assert await target.publish(channel, {"title": "hello"}) == {"offset": 4, "epoch": epoch}
@@ -346,6 +349,7 @@ async def test_subscribe_with_since_and_epoch_recovers_what_was_missed(target: T
         "offset": 7,
         "epoch": epoch,
         "recovered": True,
+        "client": reply["client"],
         "id": 1,
     }
     await target.publish(channel, "live")

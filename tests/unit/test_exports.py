@@ -16,6 +16,7 @@ PUBLIC_API = [
     "Feeds",
     "FeedsClient",
     "FeedsError",
+    "Identity",
     "Join",
     "Leave",
     "Publication",

@@ -440,3 +440,35 @@ async def test_a_recovery_is_not_promised_from_an_epoch_the_broker_no_longer_has
     await settle()
     assert [e["data"] for e in comer.events()] == ["after"]
     await hub.close()
+def deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_publication_that_cannot_be_written_does_not_break_its_channel(
+    setup: Any,
+) -> None:
+    """Brokers refuse data nested too deep (check_data), but a foreign publisher may not:
+    the hub drops that one publication (logged) and the channel goes on, live and healed."""
+    broker, hub = setup
+    json_client, raw_client = Client(hub), Client(hub)
+    await hub.subscribe("deep", json_client.outbox, WireFormat.JSON)
+    await hub.subscribe("deep", raw_client.outbox, WireFormat.RAW)
+    position = await broker.position("deep")
+    hub.on_event(Publication("deep", 1, position.epoch, deep(300)))
+    hub.on_event(Publication("deep", 2, position.epoch, "after"))
+    await settle()
+    assert [e["data"] for e in json_client.events()] == ["after"]
+    assert not json_client.aborted and not raw_client.aborted
+    # A batch (healing, recovery) skips it too.
+    hub._deliver_all(
+        hub._channels["deep"],
+        [
+            Publication("deep", 3, position.epoch, deep(300)),
+            Publication("deep", 4, position.epoch, 4),
+        ],
+    )
+    await settle()
+    assert [e["data"] for e in json_client.events()] == ["after", 4]

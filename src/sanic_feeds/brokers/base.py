@@ -94,7 +94,12 @@ class Broker(Protocol):
     - ``subscribe`` returns only once every publication accepted after it
       returned will be delivered to this process.
     - Calls that need the broker raise :class:`~sanic_feeds.errors.BrokerUnavailable`
-      when it cannot be reached; they never block past a few seconds.
+      when it cannot be reached; they never block past a few seconds. Its message may
+      hold the broker's own error text: tell clients ``public_message``.
+    - ``publish`` refuses, with :class:`~sanic_feeds.errors.BadRequest` and nothing
+      published, data that could not be written into every event that carries it
+      (``codec.check_data``: not JSON, or nested deeper than ``MAX_DATA_DEPTH``); so
+      whatever a broker accepted can be delivered.
     """
 
     async def start(self, handler: BrokerHandler) -> None:
@@ -124,9 +129,10 @@ class Broker(Protocol):
     ) -> StreamPosition:
         """Append to history and deliver; return the assigned offset and the epoch.
 
-        With an ``idempotency_key`` already used on this channel within
-        ``idempotency_ttl_s``, publish nothing and return the position that
-        earlier publish got: a retry after a lost reply is never a duplicate.
+        Raises ``BadRequest`` for ``data`` that ``codec.check_data`` refuses. With an
+        ``idempotency_key`` already used on this channel within ``idempotency_ttl_s``,
+        publish nothing and return the position that earlier publish got: a retry after
+        a lost reply is never a duplicate.
         """
 
     async def publish_event(self, event: Event) -> None:
@@ -135,6 +141,10 @@ class Broker(Protocol):
     async def position(self, channel: str) -> StreamPosition:
         """The last offset and the epoch of ``channel``; a channel without an epoch (never
         used, expired, or its history lost) gets a new one now, at offset 0."""
+
+    async def peek_position(self, channel: str) -> StreamPosition | None:
+        """The last offset and the epoch of ``channel``, or None when it has no epoch.
+        Writes nothing: for reads that anyone may make as often as they like."""
 
     async def history(
         self, channel: str, since: int | None, limit: int

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..codec import check_data
 from ..events import Event, Publication, StreamPosition, now_ms
 from .base import BrokerHandler, BrokerOptions, InstanceStatus
 
@@ -102,6 +103,7 @@ class MemoryBroker:
         raw: str | None = None,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
+        check_data(data)
         now_s = time.monotonic()
         if idempotency_key is not None:
             seen = self._idempotency_keys.get((channel, idempotency_key))
@@ -153,6 +155,10 @@ class MemoryBroker:
     async def position(self, channel: str) -> StreamPosition:
         log = self._open_log(channel, time.monotonic())
         return StreamPosition(log.offset, log.epoch)
+
+    async def peek_position(self, channel: str) -> StreamPosition | None:
+        log = self._log(channel, time.monotonic())
+        return None if log is None else StreamPosition(log.offset, log.epoch)
 
     async def history(
         self, channel: str, since: int | None, limit: int

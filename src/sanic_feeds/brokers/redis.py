@@ -27,6 +27,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from ..backoff import Backoff
+from ..codec import check_data
 from ..errors import BrokerUnavailable
 from ..events import Event, Join, Leave, Publication, StreamPosition, now_ms
 from .base import BrokerHandler, BrokerOptions, InstanceStatus
@@ -247,6 +248,7 @@ class RedisBroker:
         raw: str | None = None,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
+        check_data(data)
         keys = channel_keys(channel)
         envelope = encode_envelope(
             Publication(channel, 0, "", data, client=client, ts_ms=now_ms(), raw=raw)
@@ -294,6 +296,15 @@ class RedisBroker:
     async def position(self, channel: str) -> StreamPosition:
         offset, epoch, _ = await self._read(channel, 0, None)
         return StreamPosition(offset, epoch)
+
+    async def peek_position(self, channel: str) -> StreamPosition | None:
+        # A plain read, unlike lua/position.lua, which gives a channel without one an epoch.
+        with _unavailable():
+            offset, epoch = await self._redis.hmget(channel_keys(channel).meta, "offset", "epoch")
+        if epoch is None:
+            return None
+        epoch_text = epoch.decode() if isinstance(epoch, bytes) else epoch
+        return StreamPosition(int(offset or 0), epoch_text)
 
     async def history(
         self, channel: str, since: int | None, limit: int

@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..errors import BrokerUnavailable
 
 __all__ = ["ScriptBatcher"]
+
+log = logging.getLogger("sanic_feeds.broker")
 
 _Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
@@ -114,6 +117,10 @@ def _no_script(reply: Any) -> bool:
 
 def _as_unavailable(exc: BaseException) -> BaseException:
     """Redis failing is ``BrokerUnavailable``; anything else (a bug) stays what it is."""
+    if isinstance(exc, ResponseError):
+        # The script itself failed (an argument it cannot take): a bug to fix, not an
+        # outage. Clients are told only that the broker is unavailable.
+        log.error("a Redis script failed: %s", exc)
     if isinstance(exc, RedisError | OSError | TimeoutError):
         return BrokerUnavailable(f"broker unavailable: {exc}")
     if isinstance(exc, asyncio.CancelledError):

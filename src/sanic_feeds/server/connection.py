@@ -7,9 +7,11 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from ..auth import Identity
 from ..codec import WireFormat, encode_error
-from ..errors import CloseCode, ErrorCode
+from ..errors import CloseCode, ErrorCode, FeedsError
 from ..events import StreamPosition
+from ..permissions import Access
 from ..ratelimit import RateLimiter
 from . import metrics
 from .outbox import Flusher, Outbox, Session, WritableProtocol
@@ -52,9 +54,11 @@ class Connection:
     """
 
     __slots__ = (
+        "access",
         "channels",
         "closed",
         "id",
+        "identity",
         "info",
         "limiter",
         "outbox",
@@ -71,14 +75,20 @@ class Connection:
         wire_format: WireFormat,
         max_queue: int,
         limiter: RateLimiter,
+        access: Access,
+        identity: Identity | None = None,
         client_id: str | None = None,
-        info: Any = None,
     ) -> None:
         if ws.io_proto is None:
             raise RuntimeError("the WebSocket has no transport")
         self.ws = ws
         self.id = client_id or new_client_id()
-        self.info = info if info is not None else {}
+        #: Who the connection is (None: it showed no identity); ``refresh`` replaces it.
+        self.identity = identity
+        #: What it may do, from ``identity``.
+        self.access = access
+        #: What presence and ``join`` show of it: its identity's ``info``, fixed at connect.
+        self.info = identity.info if identity is not None and identity.info is not None else {}
         self.wire_format = wire_format
         self.limiter = limiter
         #: Channels this connection is subscribed to.
@@ -119,6 +129,10 @@ class Connection:
         metrics.ERRORS.labels(code.value).inc()
         if self.wire_format is WireFormat.JSON:
             self.send(encode_error(code, message, command_id))
+
+    def send_failure(self, error: FeedsError, command_id: Any = None) -> None:
+        """:meth:`send_error` for ``error``, with what a client may be told of it."""
+        self.send_error(error.code, error.public_message, command_id)
 
     def close(self, code: CloseCode, reason: str = "") -> None:
         """Close with ``code`` without waiting: frames queued so far go first."""

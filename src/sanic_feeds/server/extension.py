@@ -18,27 +18,64 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
 from websockets.http11 import Response as WSResponse
 
+from ..auth import Identity
 from ..brokers import Broker, redact_url
 from ..errors import CloseCode, FeedsError, Forbidden
 from ..events import StreamPosition
 from ..logs import set_instance
-from ..names import validate_channel
+from ..origins import OriginPolicy
 from ..settings import Settings
 from . import metrics
 from .api import error_response, register_api
 from .assets import load_assets
 from .connection import Connection
-from .feed import parse_since, parse_wire_format, serve_feed
+from .feed import channel_of_path, parse_since, parse_wire_format, serve_feed
 from .multiplex import serve_multiplex
 from .node import Node
 from .static import register_static
 from .websocket import IOProtocol, Keepalive, ServerWebSocket, accept
 
-__all__ = ["Feeds"]
+__all__ = ["Authenticate", "Feeds", "token_of"]
 
 log = logging.getLogger("sanic_feeds")
 #: One line per WebSocket upgrade, when the connection ends or the upgrade is refused.
 access_log = logging.getLogger("sanic_feeds.access")
+
+#: ``Feeds(app, authenticate=fn)``: who a request's connection is, from the app's own
+#: session or cookie; None when it cannot tell (HTTP 401, unless public channels let it in).
+Authenticate = Callable[[Request], Awaitable[Identity | None]]
+
+
+def token_of(request: Request) -> str | None:
+    """The token a request shows: ``Authorization: Bearer <token>``, else ``?token=``."""
+    scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.args.get("token") or None
+
+
+class _MalformedRequestLine(logging.Filter):
+    """Sanic logs a request line it cannot parse as four chained tracebacks that quote
+    the raw bytes, terminal escapes included (its error page re-parses the same URL and
+    fails again). Make that one escaped line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and str(exc).startswith("Bad URL: "):
+            url = str(exc)[len("Bad URL: ") :]
+            record.msg, record.args = "refused a request with a malformed URL: %s", (
+                ascii(url[:200]),
+            )
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def install_log_filter() -> None:
+    """Put :class:`_MalformedRequestLine` on Sanic's error logger, once."""
+    logger = logging.getLogger("sanic.error")
+    if not any(isinstance(f, _MalformedRequestLine) for f in logger.filters):
+        logger.addFilter(_MalformedRequestLine())
 
 
 class Feeds:
@@ -51,6 +88,12 @@ class Feeds:
     the extension starts and closes with the app). ``settings`` holds every
     option of ``sanic-feeds serve``; keyword ``options`` override single
     fields of it (``max_queue=500``).
+
+    ``authenticate``: ``async fn(request)`` returning the connection's
+    :class:`~sanic_feeds.auth.Identity` from the app's own session or cookie, or None.
+    It is asked when a request shows no token (or tokens are off); with it, a
+    connection needs an identity as with ``--token-secret``. It may raise a
+    ``FeedsError`` (``Forbidden``) to refuse with that error's status.
     """
 
     def __init__(
@@ -60,6 +103,7 @@ class Feeds:
         broker: Broker | str | None = None,
         settings: Settings | None = None,
         url_prefix: str = "",
+        authenticate: Authenticate | None = None,
         **options: Any,
     ) -> None:
         settings = settings or Settings()
@@ -67,7 +111,13 @@ class Feeds:
             options["broker"] = broker
         settings = settings.replace(**options) if options else settings
         #: The domain service: connections, channels, publishing.
-        self.node = Node(settings, broker=None if isinstance(broker, str) else broker)
+        self.node = Node(
+            settings,
+            broker=None if isinstance(broker, str) else broker,
+            identities_from_elsewhere=authenticate is not None,
+        )
+        self._authenticate = authenticate
+        self._origins = OriginPolicy(settings.allowed_origins)
         self.url_prefix = url_prefix
         #: Pings every connection of the process; None when --ping-interval is 0.
         self._keepalive: Keepalive | None = None
@@ -109,8 +159,8 @@ class Feeds:
         # Plain functions that return the session's coroutine: one frame less
         # held by every open connection.
         def feed(request: Request, channel: str) -> Coroutine[Any, Any, HTTPResponse | None]:
-            since = request.ctx.since
-            return self._session(request, lambda conn: serve_feed(node, conn, channel, since))
+            since, name = request.ctx.since, request.ctx.channel
+            return self._session(request, lambda conn: serve_feed(node, conn, name, since))
 
         def multiplex(request: Request) -> Coroutine[Any, Any, HTTPResponse | None]:
             return self._session(request, lambda conn: serve_multiplex(node, conn))
@@ -125,9 +175,10 @@ class Feeds:
             return await self._admit_upgrade(request)
 
         bp.on_request(admit_upgrade)
-        register_api(bp, node, lambda: self.ready)
+        register_api(bp, node, lambda: self.ready, self._origins)
         register_static(bp, load_assets(self.url_prefix, settings.demo_page))
         app.blueprint(bp)
+        install_log_filter()
         app.register_listener(self._start, "before_server_start")
         app.register_listener(self._drain, "before_server_stop")
         app.register_listener(self._stop, "after_server_stop")
@@ -146,6 +197,10 @@ class Feeds:
             app.serve_location,
             redact_url(settings.broker),
         )
+        if self._authenticate is not None and not self._origins.restricted:
+            # A page of any site could open a WebSocket that the browser sends the
+            # user's cookies with (cross-site WebSocket hijacking).
+            log.warning("authenticate= without allowed_origins: any web page may connect")
 
     async def _drain(self, app: Sanic[Any, Any]) -> None:
         # One deadline, --drain-timeout from SIGTERM, bounds every step of the
@@ -206,21 +261,41 @@ class Feeds:
         if route is None or not getattr(route.ctx, "feeds_upgrade", False):
             return None
         request.ctx.feeds_started_s = time.monotonic()
+        node = self.node
         try:
+            channel = None
             if "channel" in request.match_info:
-                validate_channel(request.match_info["channel"])
+                channel = request.ctx.channel = channel_of_path(request.match_info["channel"])
             request.ctx.wire_format = parse_wire_format(request.args.get("format"))
             request.ctx.since = parse_since(request.args.get("since"), request.args.get("epoch"))
-            origins = self.settings.allowed_origins
-            if origins and request.headers.get("origin") not in origins:
+            if not self._origins.allows(request.headers.get("origin")):
                 raise Forbidden("origin not allowed")
-            self.node.admit(upgrading=len(self._upgrading))
+            node.admit(upgrading=len(self._upgrading))
+            identity = await self._identify(request)
+            request.ctx.identity = identity
+            request.ctx.access = access = node.access_for(identity)
+            if channel is not None:
+                node.check_subscribe(access, channel)
         except FeedsError as exc:
             refusal = error_response(exc)
             _log_access(request, refusal.status, code=None, client=None)
             return refusal
         self._upgrading.add(request)
         return None
+
+    async def _identify(self, request: Request) -> Identity | None:
+        """Who the request says it is: its token's identity, else the app's hook's answer
+        (None: neither). Raises ``Unauthorized`` for a bad token."""
+        node = self.node
+        token = token_of(request) if node.tokens is not None else None
+        if token is not None:
+            return node.verify_token(token)
+        if self._authenticate is None:
+            return None
+        identity = await self._authenticate(request)
+        if identity is not None and not isinstance(identity, Identity):
+            raise TypeError(f"authenticate must return an Identity or None, not {identity!r}")
+        return identity
 
     async def _session(
         self, request: Request, serve: Callable[[Connection], Awaitable[None]]
@@ -230,7 +305,8 @@ class Feeds:
         if isinstance(ws, HTTPResponse):
             _log_access(request, ws.status, code=None, client=None)
             return ws
-        conn = self.node.connect(ws, request.ctx.wire_format)
+        ctx = request.ctx
+        conn = self.node.connect(ws, ctx.wire_format, identity=ctx.identity, access=ctx.access)
         try:
             await serve(conn)
         except asyncio.CancelledError:
@@ -265,6 +341,7 @@ class Feeds:
             request.path,
             request.headers.items(),
             max_message_bytes=self.settings.max_message_bytes,
+            max_queue=self.settings.max_queue,
             keepalive=self._keepalive,
         )
         if isinstance(ws, WSResponse):

@@ -165,7 +165,7 @@ class Hub:
         if greet is not None:
             greet(state.position, missed is not None)
         if missed:
-            outbox.put_batch([text_frame(encode_event(pub, wire_format)) for pub in missed])
+            outbox.put_batch(_frames(missed, wire_format))
             if self._counter is not None:
                 self._counter.recovered(wire_format, len(missed))
         state.members[wire_format].add(outbox)
@@ -404,7 +404,7 @@ class Hub:
         state.position = StreamPosition(last.offset, last.epoch)
         for wire_format, outboxes in state.members.items():
             if outboxes:
-                frames = [text_frame(encode_event(pub, wire_format)) for pub in publications]
+                frames = _frames(publications, wire_format)
                 for outbox in list(outboxes):
                     outbox.put_batch(frames)
         counter = self._counter
@@ -430,7 +430,13 @@ class Hub:
     def _fan_out(self, state: _Channel, event: Event) -> None:
         for wire_format, outboxes in state.members.items():
             if outboxes:
-                frame = text_frame(encode_event(event, wire_format))
+                try:
+                    frame = text_frame(encode_event(event, wire_format))
+                except Exception:
+                    # Brokers refuse what cannot be written (check_data), but a foreign
+                    # publisher may not: one publication must not end a channel.
+                    _unwritable(event)
+                    return
                 for outbox in outboxes:
                     outbox.put(frame)
 
@@ -443,3 +449,20 @@ class Hub:
         # The channels go with the hub: they no longer count.
         metrics.CHANNELS.dec(len(self._channels))
         self._channels.clear()
+
+
+def _frames(publications: list[Publication], wire_format: WireFormat) -> list[bytes]:
+    """The frames of a batch (a recovery, a healed gap), without those that cannot be
+    written."""
+    frames = []
+    for pub in publications:
+        try:
+            frames.append(text_frame(encode_event(pub, wire_format)))
+        except Exception:
+            _unwritable(pub)
+    return frames
+
+
+def _unwritable(event: Event) -> None:
+    offset = getattr(event, "offset", None)
+    log.exception("dropping an event of %r (offset %s): cannot be written", event.channel, offset)
