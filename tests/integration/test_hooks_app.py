@@ -1,0 +1,96 @@
+"""The web edge's half of the hooks, against a real process (``tests/support/hooks_app.py``):
+the connect hook and the ``/feed`` subscribe hook answer before the upgrade, over HTTP."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.support.feeds_server import FeedsServer
+from tests.support.ws import publish_http, recv_event, recv_messages
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class HooksApp(FeedsServer):
+    """``python -m tests.support.hooks_app``, with a short ``--hook-timeout``."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "tests.support.hooks_app",
+            "--host", self.host, "--port", str(self.port), "--broker", self.broker,
+            "--hook-timeout", "0.3",
+        ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[HooksApp]:
+    with HooksApp() as server:
+        yield server
+
+
+async def refused_with(app: HooksApp, path: str) -> int:
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(f"{app.ws_url}{path}", open_timeout=10):
+            pass
+    return caught.value.response.status_code
+
+
+@pytest.mark.parametrize("path", ["/ws", "/feed/news"])
+@pytest.mark.parametrize(
+    ("mode", "status"), [("refuse", 403), ("fail", 503), ("hang", 503), ("bad", 503)]
+)
+async def test_the_connect_hook_refuses_before_the_upgrade(
+    app: HooksApp, path: str, mode: str, status: int
+) -> None:
+    assert await refused_with(app, f"{path}?connect={mode}") == status
+
+
+async def test_a_failing_connect_hook_is_logged_once_with_its_traceback(app: HooksApp) -> None:
+    before = app.log().count("RuntimeError: a bug in on_connect")
+    await refused_with(app, "/ws?connect=fail")
+    log = app.log()
+    assert log.count("RuntimeError: a bug in on_connect") == before + 1
+    assert "Traceback" in log
+
+
+async def test_channels_the_connect_hook_returns_are_subscribed_and_announced(
+    app: HooksApp,
+) -> None:
+    async with connect(f"{app.ws_url}/ws?connect=join", open_timeout=10) as ws:
+        first, second = await recv_event(ws), await recv_event(ws)
+        assert {first["channel"], second["channel"]} == {"user:alone", "news"}
+        assert first["type"] == second["type"] == "subscribed"
+        assert "id" not in first and "id" not in second
+        await publish_http(app.url, "user:alone", {"for": "you"})
+        [message] = await recv_messages(ws, 1)
+        assert message["data"] == {"for": "you"}
+
+
+@pytest.mark.parametrize(
+    ("channel", "status"), [("feed:closed", 403), ("feed:broken", 503), ("feed:slow", 503)]
+)
+async def test_the_feed_subscribe_hook_refuses_before_the_upgrade(
+    app: HooksApp, channel: str, status: int
+) -> None:
+    assert await refused_with(app, f"/feed/{channel}") == status
+
+
+async def test_the_feed_subscribe_hook_lets_other_channels_in(app: HooksApp) -> None:
+    async with connect(f"{app.ws_url}/feed/feed:open", open_timeout=10) as ws:
+        assert (await recv_event(ws))["type"] == "subscribed"
+        await ws.send('{"hello": 1}')
+        [message] = await recv_messages(ws, 1)
+        assert message["data"] == {"hello": 1}
