@@ -80,7 +80,7 @@ def build_app(db_path: str, **options: Any) -> Sanic[Any, Any]:
     sessions: dict[str, tuple[str, str]] = {}
 
     async def authenticate(request: Request) -> Identity | None:
-        session = sessions.get(request.cookies.get("session", ""))
+        session = sessions.get(request.cookies.get("session") or "")
         if session is None:
             return None
         user, name = session
