@@ -3,6 +3,7 @@ the connect hook and the ``/feed`` subscribe hook answer before the upgrade, ove
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,27 @@ async def test_the_feed_subscribe_hook_refuses_before_the_upgrade(
 async def test_the_feed_subscribe_hook_lets_other_channels_in(app: HooksApp) -> None:
     async with connect(f"{app.ws_url}/feed/feed:open", open_timeout=10) as ws:
         assert (await recv_event(ws))["type"] == "subscribed"
-        await ws.send('{"hello": 1}')
+        await ws.send('"hello"')
         [message] = await recv_messages(ws, 1)
-        assert message["data"] == {"hello": 1}
+        assert message["data"] == "hello"
+
+
+async def test_a_feed_frame_goes_through_the_publish_hook(app: HooksApp) -> None:
+    async with (
+        connect(f"{app.ws_url}/feed/feed:pub", open_timeout=10) as ws,
+        connect(f"{app.ws_url}/feed/feed:pub?format=raw", open_timeout=10) as raw,
+    ):
+        assert (await recv_event(ws))["type"] == "subscribed"
+        await ws.send('"refuse"')
+        refused = await recv_event(ws)
+        while refused["type"] == "join":  # the raw client's
+            refused = await recv_event(ws)
+        assert refused["type"] == "error" and refused["code"] == "bad_request"
+        # Spaces: a raw client would get this text byte for byte, had the hook not changed it.
+        await ws.send('{ "a": 1 }')
+        [message] = await recv_messages(ws, 1)
+        assert message["data"] == {"a": 1, "seen": True}
+        frame = await asyncio.wait_for(raw.recv(), 10)
+        while str(frame).startswith("Client "):  # its own join
+            frame = await asyncio.wait_for(raw.recv(), 10)
+        assert frame == '{"a":1,"seen":true}'

@@ -6,7 +6,9 @@ root on ``PYTHONPATH``. Identity is off. The connect hook reads ``?connect=``:
 ``refuse`` raises ``Forbidden``, ``fail`` raises ``RuntimeError``, ``hang`` sleeps past any
 timeout, ``join`` returns ``["user:alone", "news"]``, ``bad`` returns an invalid channel name;
 anything else lets the connection in. The subscribe hook of ``feed:*`` refuses
-``feed:closed``, fails on ``feed:broken``, hangs on ``feed:slow``.
+``feed:closed``, fails on ``feed:broken``, hangs on ``feed:slow``. The publish hook of
+``feed:*`` refuses the string ``"refuse"`` (``bad_request``) and adds ``"seen": true`` to
+every object.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from sanic import Request, Sanic
 
-from sanic_feeds import ClientView, Feeds, Forbidden, Identity
+from sanic_feeds import BadRequest, ClientView, Feeds, Forbidden, Identity
 
 __all__ = ["build_app", "main"]
 
@@ -51,6 +53,12 @@ def build_app(**options: Any) -> Sanic[Any, Any]:
             raise RuntimeError("a bug in on_subscribe")
         if channel == "feed:slow":
             await asyncio.sleep(3600)
+
+    @feeds.on_publish("feed:*")
+    async def publish(client: ClientView, channel: str, data: Any) -> Any:
+        if data == "refuse":
+            raise BadRequest("refused")
+        return {**data, "seen": True} if isinstance(data, dict) else data
 
     return app
 
