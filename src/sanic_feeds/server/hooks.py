@@ -62,12 +62,20 @@ class ClientView:
     None), ``info`` (what presence shows of it) and ``channels`` (those it is subscribed
     to when the hook runs, a frozenset)."""
 
-    __slots__ = ("_channels", "_id", "_identity")
+    __slots__ = ("_channels", "_id", "_identity", "_info")
 
-    def __init__(self, client_id: str, identity: Identity | None, channels: Collection[str]):
+    def __init__(
+        self,
+        client_id: str,
+        identity: Identity | None,
+        channels: Collection[str],
+        info: Any = None,
+    ) -> None:
         self._id = client_id
         self._identity = identity
         self._channels = channels
+        #: None: the identity's (a connection keeps the ``info`` it had at connect).
+        self._info = info
 
     @property
     def id(self) -> str:
@@ -83,6 +91,8 @@ class ClientView:
 
     @property
     def info(self) -> Any:
+        if self._info is not None:
+            return self._info
         identity = self._identity
         return identity.info if identity is not None and identity.info is not None else {}
 

@@ -5,7 +5,8 @@ hub, the registry of open connections, the token deadlines) and decides what
 a connection may do: join and leave channels its identity allows, publish
 within its rate limit, read presence and history, refresh its token.
 Permissions are checked when a connection subscribes or publishes, never per
-delivered message. It knows no Sanic: the session handlers (``feed.py``,
+delivered message; so are the app's hooks (``hooks.py``), which it runs where the
+operation happens. It knows no Sanic: the session handlers (``feed.py``,
 ``multiplex.py``) drive it, and the web edge (``extension.py``) only routes,
 upgrades and admits connections to it.
 """
@@ -300,7 +301,7 @@ class Node:
         await asyncio.shield(cleanup)
 
     async def _leave_all(self, conn: Connection) -> None:
-        client = ClientView(conn.id, conn.identity, frozenset(conn.channels))
+        client = ClientView(conn.id, conn.identity, frozenset(conn.channels), conn.info)
         for channel in list(conn.channels):
             await self._leave(conn, channel)
         await self.hooks.disconnect(client, _close_code_of(conn))
@@ -475,7 +476,7 @@ def _refusal(access: Access, message: str) -> FeedsError:
 
 def _view(conn: Connection) -> ClientView:
     """What a hook is shown of ``conn``: its channels as they are when it looks."""
-    return ClientView(conn.id, conn.identity, conn.channels)
+    return ClientView(conn.id, conn.identity, conn.channels, conn.info)
 
 
 def _close_code_of(conn: Connection) -> int:
