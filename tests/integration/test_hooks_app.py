@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -27,7 +28,7 @@ class HooksApp(FeedsServer):
         return [
             sys.executable, "-m", "tests.support.hooks_app",
             "--host", self.host, "--port", str(self.port), "--broker", self.broker,
-            "--hook-timeout", "0.3",
+            "--hook-timeout", "0.3" if not self.args else "2", *self.args,
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
@@ -116,3 +117,24 @@ async def test_a_feed_frame_goes_through_the_publish_hook(app: HooksApp) -> None
         while str(frame).startswith("Client "):  # its own join
             frame = await asyncio.wait_for(raw.recv(), 10)
         assert frame == '{"a":1,"seen":true}'
+
+
+async def test_upgrades_waiting_in_a_hook_count_against_max_connections(
+    feeds_server_factory: Any,
+) -> None:
+    """Two upgrades at once, each half a second in on_connect, on an instance that takes one
+    connection: the second is refused with 503, rather than both let in."""
+    app = HooksApp(args=("--max-connections", "1"))
+    feeds_server_factory.servers.append(app)
+    app.start()
+
+    async def open_one() -> int:
+        try:
+            async with connect(f"{app.ws_url}/ws?connect=slow", open_timeout=10) as ws:
+                await asyncio.sleep(1)  # held until the other one was answered
+                await ws.ping()
+                return 101
+        except InvalidStatus as refused:
+            return refused.response.status_code
+
+    assert sorted(await asyncio.gather(open_one(), open_one())) == [101, 503]

@@ -1,12 +1,14 @@
 """An app whose hooks refuse, fail or hang on request, for tests of the web edge's half of
 the hooks (``tests/integration/test_hooks_app.py``): what happens before the upgrade.
 
-Run as ``python -m tests.support.hooks_app --port P [--hook-timeout S]`` with the repository
-root on ``PYTHONPATH``. Identity is off. The connect hook reads ``?connect=``:
+Run as ``python -m tests.support.hooks_app --port P [--hook-timeout S]
+[--max-connections N]`` with the repository root on ``PYTHONPATH``. Identity is off. The
+connect hook reads ``?connect=``:
 ``refuse`` raises ``Forbidden``, ``fail`` raises ``RuntimeError``, ``hang`` sleeps past any
-timeout, ``join`` returns ``["user:alone", "news"]``, ``bad`` returns an invalid channel name;
-anything else lets the connection in. The subscribe hook of ``feed:*`` refuses
-``feed:closed``, fails on ``feed:broken``, hangs on ``feed:slow``. The publish hook of
+timeout, ``slow`` takes half a second to let it in, ``join`` returns
+``["user:alone", "news"]``, ``bad`` returns an invalid channel name; anything else lets
+the connection in. The subscribe hook of ``feed:*`` refuses ``feed:closed``, fails on
+``feed:broken``, hangs on ``feed:slow``. The publish hook of
 ``feed:*`` refuses the string ``"refuse"`` (``bad_request``) and adds ``"seen": true`` to
 every object.
 """
@@ -39,6 +41,8 @@ def build_app(**options: Any) -> Sanic[Any, Any]:
             raise RuntimeError("a bug in on_connect")
         if mode == "hang":
             await asyncio.sleep(3600)
+        if mode == "slow":
+            await asyncio.sleep(0.5)
         if mode == "join":
             return ["user:alone", "news"]
         if mode == "bad":
@@ -69,8 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--broker", default="memory://")
     parser.add_argument("--hook-timeout", type=float, default=5.0)
+    parser.add_argument("--max-connections", type=int, default=10000)
     args = parser.parse_args(argv)
-    app = build_app(broker=args.broker, hook_timeout_s=args.hook_timeout)
+    app = build_app(
+        broker=args.broker,
+        hook_timeout_s=args.hook_timeout,
+        max_connections=args.max_connections,
+    )
     app.run(host=args.host, port=args.port, single_process=True, access_log=False, motd=False)
     return 0
 

@@ -297,6 +297,9 @@ class Feeds:
             if not self._origins.allows(request.headers.get("origin")):
                 raise Forbidden("origin not allowed")
             node.admit(upgrading=len(self._upgrading))
+            # Counted from now: the hooks below may take seconds, and requests admitted
+            # meanwhile must see this one.
+            self._upgrading.add(request)
             identity = await self._identify(request)
             request.ctx.identity = identity
             request.ctx.access = access = node.access_for(identity)
@@ -306,8 +309,11 @@ class Feeds:
                 client = ClientView(client_id, identity, ())
                 await node.check_subscription(access, client, channel)
         except FeedsError as exc:
+            self._upgrading.discard(request)
             return error_response(exc)
-        self._upgrading.add(request)
+        except BaseException:
+            self._upgrading.discard(request)
+            raise
         return None
 
     async def _identify(self, request: Request) -> Identity | None:
