@@ -13,8 +13,9 @@ What a hook may do, whatever it is:
   ``RateLimited``...): the operation is refused with that error's code (and HTTP status
   before an upgrade);
 - raise anything else, or return something it may not: the operation is refused with
-  :class:`~sanic_feeds.errors.HookFailed` (``unavailable``, HTTP 503), and the traceback is
-  logged once on ``sanic_feeds.hooks``; the connection stays open;
+  :class:`~sanic_feeds.errors.HookFailed` (``unavailable``, HTTP 503), and it is logged
+  once on ``sanic_feeds.hooks`` (with the traceback when the hook raised); the connection
+  stays open, and no other client notices;
 - run past ``--hook-timeout``: it is cancelled and the operation refused the same way.
 
 Which hook a channel gets (:class:`PatternTable`): patterns are the token's
@@ -53,7 +54,6 @@ __all__ = [
 log = logging.getLogger("sanic_feeds.hooks")
 
 T = TypeVar("T")
-H = TypeVar("H")
 
 
 class ClientView:
