@@ -12,6 +12,7 @@ __all__ = [
     "ErrorCode",
     "FeedsError",
     "Forbidden",
+    "HookFailed",
     "LimitExceeded",
     "RateLimited",
     "TooLarge",
@@ -120,3 +121,17 @@ class BrokerUnavailable(FeedsError):
     def public_message(self) -> str:
         # ``message`` may carry Redis' own error text (a script's error, an address).
         return "broker unavailable, try again later"
+
+
+class HookFailed(FeedsError):
+    """A hook of the app raised something other than a ``FeedsError``, or ran past
+    ``--hook-timeout``: the one operation it was asked about is refused, nothing else.
+    What went wrong is logged, never told to the client."""
+
+    code = ErrorCode.UNAVAILABLE
+    http_status = 503
+
+    @property
+    def public_message(self) -> str:
+        # ``message`` names the hook and what it raised: for operators only.
+        return "the server could not handle this, try again later"

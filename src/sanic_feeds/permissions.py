@@ -11,10 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["Access", "ChannelPatterns"]
+__all__ = ["Access", "ChannelPatterns", "expand_pattern"]
 
 _WILDCARD = "*"
 _USER = "$sub"
+
+
+def expand_pattern(pattern: str, user: str | None) -> tuple[str, bool] | None:
+    """``(text, wildcard)`` of ``pattern`` for ``user``: a channel name (``wildcard``
+    False) or the prefix a name must start with (True), with ``$sub`` replaced by
+    ``user``; None for a pattern holding ``$sub`` when ``user`` is None (it matches nothing).
+    """
+    wildcard = pattern.endswith(_WILDCARD)
+    text = pattern[: -len(_WILDCARD)] if wildcard else pattern
+    if _USER in text:
+        if user is None:
+            return None
+        # Split first: a user named "*" or "$sub" stays text.
+        text = user.join(text.split(_USER))
+    return text, wildcard
 
 
 class ChannelPatterns:
@@ -30,13 +45,10 @@ class ChannelPatterns:
         exact: set[str] = set()
         prefixes: list[str] = []
         for pattern in patterns:
-            wildcard = pattern.endswith(_WILDCARD)
-            text = pattern[: -len(_WILDCARD)] if wildcard else pattern
-            if _USER in text:
-                if user is None:
-                    continue
-                # Split first: a user named "*" or "$sub" stays text.
-                text = user.join(text.split(_USER))
+            expanded = expand_pattern(pattern, user)
+            if expanded is None:
+                continue
+            text, wildcard = expanded
             if wildcard:
                 prefixes.append(text)
             else:

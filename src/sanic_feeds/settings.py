@@ -57,6 +57,12 @@ class Settings:
     drain_timeout_s: float = _option(
         10.0, "seconds SIGTERM waits for connections to close", "drain-timeout"
     )
+    hook_timeout_s: float = _option(
+        5.0,
+        "seconds an app's hook (on_connect, on_subscribe, on_publish) may take before "
+        "its operation is refused with unavailable",
+        "hook-timeout",
+    )
     api_key: str = _option("", "key that /api/* requires (Authorization: apikey KEY)")
     allowed_origins: tuple[str, ...] = _option(
         (),
@@ -101,6 +107,7 @@ class Settings:
             "max_subscriptions",
             "rate_burst",
             "history_ttl_s",
+            "hook_timeout_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -162,6 +162,8 @@ class Client:
     def __init__(self, ws: Socket) -> None:
         self.ws = ws
         self.backlog: list[dict[str, Any]] = []
+        #: The ``subscribed`` reply of each channel subscribed to, by channel.
+        self.subscribed: dict[str, dict[str, Any]] = {}
 
     async def send(self, command: Any) -> None:
         await self.ws.send(command if isinstance(command, str) else orjson.dumps(command).decode())
@@ -213,14 +215,17 @@ class Client:
     async def subscribe(self, channel: str, **fields: Any) -> dict[str, Any]:
         reply = await self.command(op="subscribe", channel=channel, id=f"sub-{channel}", **fields)
         assert reply["type"] == "subscribed", reply
+        self.subscribed[channel] = reply
         return reply
 
     async def own_id(self, channel: str) -> str:
-        """This client's id, from its own join on ``channel`` (which it must have just
-        subscribed to, alone)."""
-        join = await self.event("join", channel)
-        client: str = join["client"]
-        return client
+        """This client's id, as its ``subscribed`` on ``channel`` said, once its own join
+        came back (others' joins may come first: they are kept for later reads)."""
+        me: str = self.subscribed[channel]["client"]
+        await self.next_matching(
+            lambda e: e["type"] == "join" and e.get("channel") == channel and e["client"] == me
+        )
+        return me
 
     async def assert_alive(self) -> None:
         """The connection still answers commands, and still publishes and delivers."""

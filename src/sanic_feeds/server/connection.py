@@ -56,6 +56,7 @@ class Connection:
     __slots__ = (
         "access",
         "channels",
+        "close_code",
         "closed",
         "id",
         "identity",
@@ -94,6 +95,8 @@ class Connection:
         #: Channels this connection is subscribed to.
         self.channels: set[str] = set()
         self.closed = False
+        #: The code the server closed it with (None: it did not, or not yet).
+        self.close_code: int | None = None
         #: The handler task, which the server waits for when it drains.
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.outbox = Outbox(
@@ -139,6 +142,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        self.close_code = int(code)
         if not self.outbox.closed:
             self.outbox.flush()
             self.outbox.close()

@@ -12,7 +12,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
@@ -28,8 +28,9 @@ from ..settings import Settings
 from . import metrics
 from .api import error_response, register_api
 from .assets import load_assets
-from .connection import Connection
+from .connection import Connection, new_client_id
 from .feed import channel_of_path, parse_since, parse_wire_format, serve_feed
+from .hooks import ClientView, ConnectHook, DisconnectHook, PublishHook, SubscribeHook
 from .multiplex import serve_multiplex
 from .node import Node
 from .static import register_static
@@ -40,6 +41,11 @@ __all__ = ["Authenticate", "Feeds", "token_of"]
 log = logging.getLogger("sanic_feeds")
 #: One line per WebSocket upgrade, when the connection ends or the upgrade is refused.
 access_log = logging.getLogger("sanic_feeds.access")
+
+_Connect = TypeVar("_Connect", bound=ConnectHook)
+_Disconnect = TypeVar("_Disconnect", bound=DisconnectHook)
+_Subscribe = TypeVar("_Subscribe", bound=SubscribeHook)
+_Publish = TypeVar("_Publish", bound=PublishHook)
 
 #: ``Feeds(app, authenticate=fn)``: who a request's connection is, from the app's own
 #: session or cookie; None when it cannot tell (HTTP 401, unless public channels let it in).
@@ -160,10 +166,13 @@ class Feeds:
         # held by every open connection.
         def feed(request: Request, channel: str) -> Coroutine[Any, Any, HTTPResponse | None]:
             since, name = request.ctx.since, request.ctx.channel
-            return self._session(request, lambda conn: serve_feed(node, conn, name, since))
+            return self._session(
+                request, lambda conn: serve_feed(node, conn, name, since, checked=True)
+            )
 
         def multiplex(request: Request) -> Coroutine[Any, Any, HTTPResponse | None]:
-            return self._session(request, lambda conn: serve_multiplex(node, conn))
+            joins = request.ctx.joins
+            return self._session(request, lambda conn: serve_multiplex(node, conn, joins))
 
         for handler, uri in ((feed, "/feed/<channel:path>"), (multiplex, "/ws")):
             # Sanic accepts no response from a handler marked so.
@@ -253,6 +262,52 @@ class Feeds:
         """
         return await self.node.publish(channel, data, idempotency_key=idempotency_key)
 
+    # -- the app's hooks (server/hooks.py says how they are matched and run)
+
+    def on_connect(self, fn: _Connect) -> _Connect:
+        """Decorate ``async fn(request, identity)``, run before every upgrade (``/ws`` and
+        ``/feed``), after the token or ``authenticate`` and the origin check. Raise a
+        ``FeedsError`` (``Forbidden``) to refuse with its HTTP status; return channel
+        names (or None) that a ``/ws`` connection is subscribed to at once, without
+        permission checks or subscribe hooks (the app chose them), each announced with
+        ``subscribed``. A ``/feed`` connection ignores them."""
+        self.node.hooks.add_connect(fn)
+        return fn
+
+    def on_subscribe(self, pattern: str) -> Callable[[_Subscribe], _Subscribe]:
+        """Decorate ``async fn(client, channel)``, run when a connection subscribes to a
+        channel ``pattern`` matches (and the identity allows), before it is subscribed.
+        ``client`` is a read-only :class:`~.hooks.ClientView`. Raise ``Forbidden`` (or any
+        ``FeedsError``) to refuse: an ``error`` on ``/ws``, HTTP 403 before a ``/feed``
+        upgrade."""
+
+        def register(fn: _Subscribe) -> _Subscribe:
+            self.node.hooks.add_subscribe(pattern, fn)
+            return fn
+
+        return register
+
+    def on_publish(self, pattern: str) -> Callable[[_Publish], _Publish]:
+        """Decorate ``async fn(client, channel, data)``, run once per client publish on a
+        channel ``pattern`` matches, on the instance the client is connected to; it
+        returns the data to publish, changed or not (None only for null data). Raise a
+        ``FeedsError`` (``BadRequest``, ``Forbidden``, ``RateLimited``) to refuse with its
+        code. ``Feeds.publish`` and ``POST /api/publish`` run no hook."""
+
+        def register(fn: _Publish) -> _Publish:
+            self.node.hooks.add_publish(pattern, fn)
+            return fn
+
+        return register
+
+    def on_disconnect(self, fn: _Disconnect) -> _Disconnect:
+        """Decorate ``async fn(client, code)``, run once a connection ended and left its
+        channels (``client.channels`` are those it had), with the close code (the
+        server's, else the client's, 1006 when none was exchanged). What it raises is
+        logged."""
+        self.node.hooks.add_disconnect(fn)
+        return fn
+
     # -- connections
 
     async def _admit_upgrade(self, request: Request) -> HTTPResponse | None:
@@ -271,16 +326,25 @@ class Feeds:
             if not self._origins.allows(request.headers.get("origin")):
                 raise Forbidden("origin not allowed")
             node.admit(upgrading=len(self._upgrading))
+            # Counted from now: the hooks below may take seconds, and requests admitted
+            # meanwhile must see this one.
+            self._upgrading.add(request)
             identity = await self._identify(request)
             request.ctx.identity = identity
             request.ctx.access = access = node.access_for(identity)
+            request.ctx.client_id = client_id = new_client_id()
+            request.ctx.joins = await node.hooks.connect(request, identity)
             if channel is not None:
-                node.check_subscribe(access, channel)
+                client = ClientView(client_id, identity, ())
+                await node.check_subscription(access, client, channel)
         except FeedsError as exc:
+            self._upgrading.discard(request)
             refusal = error_response(exc)
             _log_access(request, refusal.status, code=None, client=None)
             return refusal
-        self._upgrading.add(request)
+        except BaseException:
+            self._upgrading.discard(request)
+            raise
         return None
 
     async def _identify(self, request: Request) -> Identity | None:
@@ -306,7 +370,9 @@ class Feeds:
             _log_access(request, ws.status, code=None, client=None)
             return ws
         ctx = request.ctx
-        conn = self.node.connect(ws, ctx.wire_format, identity=ctx.identity, access=ctx.access)
+        conn = self.node.connect(
+            ws, ctx.wire_format, identity=ctx.identity, access=ctx.access, client_id=ctx.client_id
+        )
         try:
             await serve(conn)
         except asyncio.CancelledError:

@@ -48,12 +48,18 @@ def parse_since(since: str | None, epoch: str | None) -> StreamPosition | None:
 
 
 async def serve_feed(
-    node: Node, conn: Connection, channel: str, since: StreamPosition | None
+    node: Node,
+    conn: Connection,
+    channel: str,
+    since: StreamPosition | None,
+    *,
+    checked: bool = False,
 ) -> None:
     """Run one ``/feed`` connection until it closes: subscribe, then relay frames.
 
     Leaving the channel is the caller's job (``Node.disconnect``), so that it
-    happens however this ends.
+    happens however this ends. ``checked``: admission asked the permissions and the
+    app's subscribe hook already (``Node.check_subscription``).
     """
 
     def greet(position: StreamPosition, recovered: bool) -> None:
@@ -61,13 +67,14 @@ async def serve_feed(
             conn.send(encode_subscribed(channel, position, recovered, client=conn.id))
 
     try:
-        await node.subscribe(conn, channel, greet, since)
+        await node.subscribe(conn, channel, greet, since, checked=checked)
     except BrokerUnavailable as exc:
         conn.send_failure(exc)
         conn.close(CloseCode.TRY_AGAIN_LATER, "broker unavailable")
         return
     except FeedsError as exc:
-        # Admission checked the channel already; this is what changed since.
+        # Admission checked the channel already; this is what changed since (or, not
+        # checked there, what the hook refused).
         conn.send_failure(exc)
         conn.close(CloseCode.POLICY_VIOLATION, exc.public_message[:100])
         return

@@ -6,11 +6,12 @@ docs/protocol.md, "Commands on /ws".
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from ..codec import encode_reply, encode_subscribed, message_event
+from ..codec import WireFormat, encode_reply, encode_subscribed, error_event, message_event
 from ..commands import Command, InvalidCommand, Op, decode_command
 from ..errors import FeedsError
 from ..events import Publication, StreamPosition
@@ -22,10 +23,15 @@ __all__ = ["run_command", "serve_multiplex"]
 log = logging.getLogger("sanic_feeds.multiplex")
 
 
-async def serve_multiplex(node: Node, conn: Connection) -> None:
+async def serve_multiplex(node: Node, conn: Connection, joins: Sequence[str] = ()) -> None:
     """Run one ``/ws`` connection: each command is answered in order; a bad
     command gets an ``error`` event and the connection stays open. Leaving
-    the channels is the caller's job (``Node.disconnect``)."""
+    the channels is the caller's job (``Node.disconnect``).
+
+    ``joins``: channels the app's ``on_connect`` hook chose, subscribed first, each
+    announced with ``subscribed`` (without ``id``), or an ``error`` (with ``channel``)."""
+    for channel in joins:
+        await _join(node, conn, channel)
     while not conn.closed:
         text = conn.text_of(await conn.receive())
         if text is None:
@@ -39,6 +45,21 @@ async def serve_multiplex(node: Node, conn: Connection) -> None:
             await run_command(node, conn, command)
         except FeedsError as exc:
             conn.send_failure(exc, command.id)
+
+
+async def _join(node: Node, conn: Connection, channel: str) -> None:
+    """Subscribe ``conn`` to a channel the app chose: no permission or subscribe hook."""
+
+    def greet(position: StreamPosition, recovered: bool) -> None:
+        conn.send(encode_subscribed(channel, position, recovered, client=conn.id))
+
+    try:
+        await node.subscribe(conn, channel, greet, checked=True)
+    except FeedsError as exc:
+        log.warning("could not subscribe %s to %r chosen by on_connect: %s", conn.id, channel, exc)
+        if conn.wire_format is WireFormat.JSON:
+            event = error_event(exc.code, exc.public_message)
+            conn.send(orjson.dumps({**event, "channel": channel}))
 
 
 async def run_command(node: Node, conn: Connection, command: Command) -> None:

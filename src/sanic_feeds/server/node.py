@@ -5,7 +5,8 @@ hub, the registry of open connections, the token deadlines) and decides what
 a connection may do: join and leave channels its identity allows, publish
 within its rate limit, read presence and history, refresh its token.
 Permissions are checked when a connection subscribes or publishes, never per
-delivered message. It knows no Sanic: the session handlers (``feed.py``,
+delivered message; so are the app's hooks (``hooks.py``), which it runs where the
+operation happens. It knows no Sanic: the session handlers (``feed.py``,
 ``multiplex.py``) drive it, and the web edge (``extension.py``) only routes,
 upgrades and admits connections to it.
 """
@@ -43,6 +44,7 @@ from ..settings import Settings
 from . import metrics
 from .connection import Connection, Greet, WebSocket
 from .expiry import Expiry
+from .hooks import ClientView, Hooks
 from .hub import Hub
 from .outbox import Flusher
 
@@ -135,6 +137,9 @@ class Node:
         self._counting = settings.metrics
         #: Closes connections whose token ran out (4001); set up by :meth:`start`.
         self._expiry: Expiry[Connection] | None = None
+        #: The app's hooks (``Feeds.on_subscribe``...): run by :meth:`subscribe`,
+        #: :meth:`publish_from` and :meth:`disconnect`, never per delivered message.
+        self.hooks = Hooks(settings.hook_timeout_s)
 
     # -- lifecycle
 
@@ -259,6 +264,15 @@ class Node:
         if not access.may_subscribe(channel):
             raise _refusal(access, f"not allowed to subscribe to {channel!r}")
 
+    async def check_subscription(self, access: Access, client: ClientView, channel: str) -> None:
+        """:meth:`check_subscribe`, then the app's subscribe hook for ``channel``: for a
+        connection not open yet (``/feed`` admission), which then subscribes with
+        ``checked=True``. Raises as :meth:`subscribe` does for both, ``HookFailed`` included.
+        """
+        self.check_subscribe(access, channel)
+        if self.hooks.subscribing:
+            await self.hooks.subscribe(client, channel)
+
     def refresh(self, conn: Connection, token: str) -> float | None:
         """Replace ``conn``'s identity with what a new token for the same user proves, and
         move its deadline; returns the new ``exp`` (None: none). Subscriptions held stay;
@@ -344,8 +358,10 @@ class Node:
         await asyncio.shield(cleanup)
 
     async def _leave_all(self, conn: Connection) -> None:
+        client = ClientView(conn.id, conn.identity, frozenset(conn.channels), conn.info)
         for channel in list(conn.channels):
             await self._leave(conn, channel)
+        await self.hooks.disconnect(client, _close_code_of(conn))
 
     # -- what a connection does
 
@@ -355,6 +371,8 @@ class Node:
         channel: str,
         greet: Greet,
         since: StreamPosition | None = None,
+        *,
+        checked: bool = False,
     ) -> tuple[StreamPosition, bool]:
         """Subscribe ``conn`` to ``channel``, recovering from ``since``, and announce it.
 
@@ -365,8 +383,13 @@ class Node:
         (``--max-subscriptions``), ``RateLimited`` (subscribes count against
         ``--rate-limit`` with publishes: flapping would flood everyone with join and
         leave; one that goes on regardless is closed with 1008) or ``BrokerUnavailable``.
+        The app's subscribe hook runs last, after every check of the server: what it
+        raises is raised (``HookFailed`` for an unexpected error or a timeout).
+        ``checked``: the permissions and the hook were asked already
+        (:meth:`check_subscription`), or the app chose the channel (``on_connect``).
         """
-        self.check_subscribe(conn.access, channel)
+        if not checked:
+            self.check_subscribe(conn.access, channel)
         if channel in conn.channels:
             raise BadRequest(f"already subscribed to {channel!r}")
         limit = self.settings.max_subscriptions
@@ -374,6 +397,10 @@ class Node:
             raise LimitExceeded(f"at most {limit} subscriptions per connection")
         if not self._within_rate(conn, "subscribing too fast, try again later"):
             raise RateLimited("subscribing too fast, connection closed")
+        if self.hooks.subscribing and not checked:
+            await self.hooks.subscribe(_view(conn), channel)
+            if conn.closed or channel in conn.channels:  # changed while the hook ran
+                raise BadRequest(f"cannot subscribe to {channel!r} now")
         position, recovered = await self.hub.subscribe(
             channel, conn.outbox, conn.wire_format, greet, since
         )
@@ -428,7 +455,10 @@ class Node:
         Raises ``Unauthorized``/``Forbidden`` for a channel it may not publish on,
         ``BadRequest`` for data nested too deep or a malformed idempotency key,
         ``RateLimited`` for a publish over the limit; a client that goes on regardless
-        is closed with 1008 and None is returned. Raises ``BrokerUnavailable``.
+        is closed with 1008 and None is returned. Raises ``BrokerUnavailable``. The app's
+        publish hook for ``channel`` runs after those checks, here on the publishing
+        instance only: it may change the data, or refuse (what it raises is raised,
+        ``HookFailed`` for an unexpected error or a timeout).
         """
         if not conn.access.may_publish(channel):
             raise _refusal(conn.access, f"not allowed to publish on {channel!r}")
@@ -436,6 +466,10 @@ class Node:
             validate_idempotency_key(idempotency_key)
         if not self._within_rate(conn, "publishing too fast, message dropped"):
             return None
+        if self.hooks.publishing:
+            checked = await self.hooks.publish(_view(conn), channel, data)
+            if checked is not data:
+                data, raw = checked, None  # the client's text is no longer what is sent
         if not self._counting:
             return await self.broker.publish(
                 channel, data, client=conn.id, raw=raw, idempotency_key=idempotency_key
@@ -521,6 +555,21 @@ class Node:
 def _refusal(access: Access, message: str) -> FeedsError:
     """A connection without an identity is told to show one; one with an identity, no."""
     return Unauthorized(message) if access.user is None else Forbidden(message)
+
+
+def _view(conn: Connection) -> ClientView:
+    """What a hook is shown of ``conn``: its channels as they are when it looks."""
+    return ClientView(conn.id, conn.identity, conn.channels, conn.info)
+
+
+def _close_code_of(conn: Connection) -> int:
+    """The code ``conn`` was closed with: the server's, else the client's, else 1006
+    (the connection was lost without a close frame)."""
+    if conn.close_code is not None:
+        return conn.close_code
+    received = getattr(conn.ws.ws_proto, "close_rcvd", None)
+    code = getattr(received, "code", None)
+    return code if isinstance(code, int) else 1006
 
 
 def _expire(conn: Connection) -> None:
