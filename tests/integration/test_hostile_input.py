@@ -28,28 +28,16 @@ from websockets.frames import Frame, Opcode
 from sanic_feeds import Publisher
 from sanic_feeds.errors import BadRequest
 from tests.support.feeds_server import FeedsServer, free_port
-from tests.support.ws import open_feed, publish_http, recv_event, recv_messages, wait_until
+from tests.support.ws import open_feed, publish_http, recv_event, recv_messages, track, wait_until
 
 pytestmark = pytest.mark.integration
 
-_opened: list[ClientConnection] = []
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@pytest.fixture(autouse=True)
-async def close_own_websockets() -> Any:
-    yield
-    while _opened:
-        ws = _opened.pop()
-        try:
-            await asyncio.wait_for(ws.close(), 5)
-        except (TimeoutError, OSError):
-            ws.transport.abort()
 
 
 async def open_ws(server: FeedsServer, path: str = "/ws", **kwargs: Any) -> ClientConnection:
     ws = await connect(f"{server.ws_url}{path}", open_timeout=10, **kwargs)
-    _opened.append(ws)
+    track(ws)
     return ws
 
 

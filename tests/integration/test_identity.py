@@ -26,23 +26,11 @@ from websockets.exceptions import InvalidStatus
 from sanic_feeds.client import CommandFailed, FeedsClient, Subscribed
 from sanic_feeds.events import Publication
 from tests.support.feeds_server import FeedsServer
-from tests.support.ws import close_code, publish_http, recv_event, wait_until
+from tests.support.ws import close_code, publish_http, recv_event, track, wait_until
 
 pytestmark = pytest.mark.integration
 
 SECRET = "a-secret-for-tests-of-32-bytes-or-more"
-_opened: list[ClientConnection] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_own_websockets() -> Any:
-    yield
-    while _opened:
-        ws = _opened.pop()
-        try:
-            await asyncio.wait_for(ws.close(), 5)
-        except (TimeoutError, OSError):
-            ws.transport.abort()
 
 
 def token(sub: str = "ada", *, key: Any = SECRET, alg: str = "HS256", **claims: Any) -> str:
@@ -52,7 +40,7 @@ def token(sub: str = "ada", *, key: Any = SECRET, alg: str = "HS256", **claims: 
 
 async def open_ws(server: FeedsServer, path: str = "/ws", **kwargs: Any) -> ClientConnection:
     ws = await connect(f"{server.ws_url}{path}", open_timeout=10, **kwargs)
-    _opened.append(ws)
+    track(ws)
     return ws
 
 

@@ -13,7 +13,6 @@ import asyncio
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from tests.support.ws import (
     publish_http,
     recv_event,
     recv_messages,
+    track,
     wait_until,
 )
 
@@ -34,24 +34,10 @@ pytestmark = pytest.mark.integration
 
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-_opened: list[ClientConnection] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_own_websockets() -> AsyncIterator[None]:
-    """Close the clients this module opened without ``open_feed``."""
-    yield
-    while _opened:
-        ws = _opened.pop()
-        try:
-            await asyncio.wait_for(ws.close(), 5)
-        except (TimeoutError, OSError):
-            ws.transport.abort()
-
 
 async def ws_connect(url: str, **kwargs: Any) -> ClientConnection:
     ws = await connect(url, open_timeout=10, **kwargs)
-    _opened.append(ws)
+    track(ws)
     return ws
 
 

@@ -253,13 +253,8 @@ class Feeds:
     async def publish(
         self, channel: str, data: Any, *, idempotency_key: str | None = None
     ) -> StreamPosition:
-        """Publish ``data`` (any JSON value) on ``channel``, from any handler.
-
-        Returns the offset and epoch the broker assigned. A publish repeated
-        with the same ``idempotency_key`` within 5 minutes publishes nothing
-        and returns the first one's position. Raises ``BadChannel``,
-        ``BadRequest`` (a malformed key) or ``BrokerUnavailable``.
-        """
+        """Publish ``data`` (any JSON value) on ``channel``, from any handler, as the backend:
+        no hook runs. See :meth:`Node.publish <sanic_feeds.server.node.Node.publish>`."""
         return await self.node.publish(channel, data, idempotency_key=idempotency_key)
 
     # -- the app's hooks (server/hooks.py says how they are matched and run)
