@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 
@@ -200,6 +201,9 @@ def run_drills(args: argparse.Namespace) -> int:
         config = _config(args)
         drills = [Drill(name) for name in args.drill] or list(Drill)
         raise_open_file_limit()
+        # The drill reports what its clients and publisher went through; their
+        # warnings (reconnecting, retrying) would only bury the table.
+        logging.getLogger("sanic_feeds").setLevel(logging.ERROR)
         results = run_event_loop(_run_all(drills, config, args))
     except _UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

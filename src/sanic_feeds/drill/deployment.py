@@ -121,6 +121,10 @@ class Deployment:
     def start_redis(self) -> None:
         self._own().start()
 
+    def redis_log_lines_with(self, text: str) -> int:
+        """Lines of the drill's own Redis's log that contain ``text``."""
+        return self._own().log_lines_with(text)
+
     def redis_command(self, *args: str) -> object:
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         try:

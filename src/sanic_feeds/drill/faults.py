@@ -19,6 +19,8 @@ __all__ = ["OVERSIZE_BYTES", "Faults"]
 OVERSIZE_BYTES = 80_000
 #: Seconds a SIGTERMed instance may take to exit before the drill says so.
 _DRAIN_WAIT_S = 60.0
+#: What Redis logs when it closes a client over its output-buffer limit.
+_OVER_LIMIT = "overcoming of output buffer limits"
 #: The instance a drill crashes, stops or drains.
 _VICTIM = 0
 
@@ -66,6 +68,13 @@ class Faults:
             )
         elif drill is Drill.OUTPUT_BUFFER:
             self.publisher.publish_one(time.monotonic(), padding=OVERSIZE_BYTES)
+
+    def conclude(self) -> None:
+        """After the load: note what shows that the fault happened."""
+        if self.drill is Drill.OUTPUT_BUFFER:
+            # Redis logs each client it closes so; its INFO counts them only from 7.2 on.
+            dropped = self.deployment.redis_log_lines_with(_OVER_LIMIT)
+            self.notes.append(f"Redis closed {dropped} pub/sub connections over the limit")
 
     async def recover(self) -> None:
         deployment, drill = self.deployment, self.drill

@@ -164,6 +164,14 @@ class DrillRedis:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def log_lines_with(self, text: str) -> int:
+        """How many lines of the server's log so far contain ``text``."""
+        try:
+            log = self._log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in log.splitlines() if text in line)
+
     def _log_tail(self, lines: int = 10) -> str:
         try:
             text = self._log_path.read_text(errors="replace")

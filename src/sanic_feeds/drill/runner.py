@@ -160,6 +160,7 @@ async def _drive(
             publishing_s = time.monotonic() - start_at
             progress("waiting for every publication to be acknowledged")
             await publisher.finish()
+            faults.conclude()
         final = await _final_position(urls, channel)
         if final is not None:
             book.note(final)
