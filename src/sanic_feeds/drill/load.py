@@ -154,6 +154,8 @@ class SteadyPublisher:
         self._rate_per_s = rate_per_s
         self._next_seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: When :meth:`run` started its last publication (monotonic), None before.
+        self.last_published_at: float | None = None
 
     @property
     def published(self) -> int:
@@ -169,6 +171,7 @@ class SteadyPublisher:
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
             self.publish_one(due)
+        self.last_published_at = time.monotonic()
 
     def publish_one(self, due: float, padding: int = 0) -> None:
         """Start one publication due at ``due``, with ``padding`` bytes of filler."""

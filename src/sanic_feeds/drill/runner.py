@@ -157,7 +157,7 @@ async def _drive(
                 await faults.recover()
                 recovered_at_s = time.monotonic() - start_at
             await publishing
-            publishing_s = time.monotonic() - start_at
+            publishing_s = (publisher.last_published_at or time.monotonic()) - start_at
             progress("waiting for every publication to be acknowledged")
             await publisher.finish()
             faults.conclude()
