@@ -169,3 +169,18 @@ def test_a_raw_client_counts_what_it_missed_by_sequence_number() -> None:
     tally = ledger.tally(dict.fromkeys(range(10)))
     assert (tally.delivered, tally.missed, tally.repeated) == (7, 4, 1)
     assert tally.max_delay_after_s == 0.5
+
+
+def test_it_says_how_far_behind_and_when_a_client_was_given_up() -> None:
+    ledger = fed(1, 2)
+    ledger.fault_at = 100.0
+    ledger.subscribed(at(130), recovered=False, received_at=101.5)
+    ledger.subscribed(at(5, "e2"), recovered=False, received_at=103.0)  # no jump to count
+    tally = ledger.tally(book_of(e1=130, e2=5))
+    assert tally.max_skipped == 128
+    assert (tally.recovered_false_from_s, tally.recovered_false_until_s) == (1.5, 3.0)
+    other = ClientTally(max_skipped=3, recovered_false_from_s=0.5)
+    total = tally.add(other)
+    assert (total.max_skipped, total.recovered_false_from_s) == (128, 0.5)
+    assert total.recovered_false_until_s == 3.0
+    assert fed(1).tally(book_of(e1=1)).recovered_false_from_s is None

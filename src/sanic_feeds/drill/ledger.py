@@ -99,6 +99,12 @@ class ClientTally:
     #: Longest publish-to-delivery time of a delivery before / from the fault on.
     max_delay_before_s: float = 0.0
     max_delay_after_s: float = 0.0
+    #: The most offsets one ``recovered: false`` in the same epoch jumped over: how
+    #: far behind the client was when it resubscribed (the history it needed).
+    max_skipped: int = 0
+    #: Seconds from the fault to the first and the last ``recovered: false``.
+    recovered_false_from_s: float | None = None
+    recovered_false_until_s: float | None = None
 
     def add(self, other: ClientTally) -> ClientTally:
         return ClientTally(
@@ -114,6 +120,13 @@ class ClientTally:
             protocol_errors=self.protocol_errors + other.protocol_errors,
             max_delay_before_s=max(self.max_delay_before_s, other.max_delay_before_s),
             max_delay_after_s=max(self.max_delay_after_s, other.max_delay_after_s),
+            max_skipped=max(self.max_skipped, other.max_skipped),
+            recovered_false_from_s=_least(
+                self.recovered_false_from_s, other.recovered_false_from_s
+            ),
+            recovered_false_until_s=_most(
+                self.recovered_false_until_s, other.recovered_false_until_s
+            ),
         )
 
     @staticmethod
@@ -127,6 +140,14 @@ class ClientTally:
     def broken(self) -> bool:
         """The guarantee failed: a loss nobody was told of, a duplicate, a reordering."""
         return bool(self.lost or self.duplicates or self.out_of_order)
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _most(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 class _Delays:
@@ -171,6 +192,9 @@ class OffsetLedger:
         self._duplicates = 0
         self._out_of_order = 0
         self._recovered_false = 0
+        self._max_skipped = 0
+        #: When each recovered: false came, in seconds from the fault (when both known).
+        self._recovered_false_at: list[float] = []
         self._unannounced = 0
         self._protocol_errors = 0
 
@@ -187,8 +211,11 @@ class OffsetLedger:
         """Where the client stands (what a recovering client sends as ``since``)."""
         return self._position
 
-    def subscribed(self, position: StreamPosition, recovered: bool) -> None:
-        """A ``subscribed`` event: the first one, or a resubscription's answer."""
+    def subscribed(
+        self, position: StreamPosition, recovered: bool, received_at: float | None = None
+    ) -> None:
+        """A ``subscribed`` event: the first one, or a resubscription's answer
+        (``received_at``: when, on the clock of :attr:`fault_at`)."""
         held = self._position
         if held is None:
             self._start(position)
@@ -199,6 +226,11 @@ class OffsetLedger:
                 self._switch_epoch(position.epoch)
         else:
             self._recovered_false += 1
+            fault_at = self._delays.fault_at
+            if received_at is not None and fault_at is not None:
+                self._recovered_false_at.append(received_at - fault_at)
+            if position.epoch == held.epoch:
+                self._max_skipped = max(self._max_skipped, position.offset - held.offset)
             assert self._current is not None
             self._owed.append(_Span(self._current.epoch, self._current.lo, held.offset))
             if position.epoch == held.epoch:
@@ -273,6 +305,9 @@ class OffsetLedger:
             protocol_errors=self._protocol_errors,
             max_delay_before_s=self._delays.before_s,
             max_delay_after_s=self._delays.after_s,
+            max_skipped=self._max_skipped,
+            recovered_false_from_s=min(self._recovered_false_at, default=None),
+            recovered_false_until_s=max(self._recovered_false_at, default=None),
         )
 
 

@@ -80,6 +80,9 @@ class DrillResult:
             "protocol_errors": guarantee.protocol_errors,
             "max_delay_after_fault_s": round(guarantee.max_delay_after_s, 3),
             "max_delay_before_fault_s": round(guarantee.max_delay_before_s, 3),
+            "max_skipped": guarantee.max_skipped,
+            "recovered_false_from_s": _rounded(guarantee.recovered_false_from_s),
+            "recovered_false_until_s": _rounded(guarantee.recovered_false_until_s),
             "ready_transitions": self.ready_transitions,
             "ready_events": [
                 {"at_s": round(at, 2), "instance": instance, "ready": ready}
@@ -90,9 +93,11 @@ class DrillResult:
             "closes": dict(self.closes),
             "publishing_s": round(self.publishing_s, 2),
             "fault_at_s": round(self.fault_at_s, 2),
-            "recovered_at_s": None
-            if self.recovered_at_s is None
-            else round(self.recovered_at_s, 2),
+            "recovered_at_s": _rounded(self.recovered_at_s),
             "broken": self.broken,
             "notes": list(self.notes),
         }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 2)

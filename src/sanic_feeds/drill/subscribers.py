@@ -115,7 +115,8 @@ class FeedSubscriber:
             position = StreamPosition(event["offset"], event["epoch"])
             ledger.message(position, _sent_at(event.get("data")), now)
         elif kind == "subscribed":
-            ledger.subscribed(StreamPosition(event["offset"], event["epoch"]), event["recovered"])
+            position = StreamPosition(event["offset"], event["epoch"])
+            ledger.subscribed(position, event["recovered"], now)
             self.ready.set()
         elif kind == "error":
             self.errors += 1
@@ -179,8 +180,8 @@ class WsSubscriber:
         self._channel = channel
         self.ledger = ledger
         self.ready = asyncio.Event()
-        #: ``refused``: first connections that failed (FeedsClient's own reconnects
-        #: show in :attr:`attempts`).
+        #: By close code, the connections a renewal followed (FeedsClient's
+        #: ``last_close_code``); ``refused``: first connections that failed.
         self.closes: Counter[str] = Counter()
         self.errors = 0
 
@@ -204,9 +205,11 @@ class WsSubscriber:
                         position = StreamPosition(event.offset, event.epoch)
                         self.ledger.message(position, _sent_at(event.data), now)
                     elif isinstance(event, Subscribed):
-                        self.ledger.subscribed(
-                            StreamPosition(event.offset, event.epoch), event.recovered
-                        )
+                        position = StreamPosition(event.offset, event.epoch)
+                        self.ledger.subscribed(position, event.recovered, now)
+                        if event.resumed:
+                            # What ended the connection this renewal follows.
+                            self.closes[str(self._client.last_close_code)] += 1
                         self.ready.set()
             except SubscriptionRefused:
                 self.errors += 1
