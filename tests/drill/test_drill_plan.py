@@ -96,6 +96,7 @@ def test_the_table_has_a_row_per_run_notes_and_skips() -> None:
     row = lines[2].split()
     assert row[:4] == ["drain", "1", "300", "6,000"]
     assert lines[3].split()[:3] == ["redis-restart", "1", "skipped:"]
+    assert lines[2].index(" 1 ") == lines[3].index(" 1 ")  # the columns line up
     assert "note: drain run 1: instance 0 exited 0.50 s after SIGTERM" in lines
 
 

@@ -65,6 +65,8 @@ def format_table(results: Sequence[DrillResult], *, legend: bool = True) -> str:
     rows = [_COLUMNS, *(_row(result) for result in results)]
     full = [row for row in rows if len(row) == len(_COLUMNS)]
     widths = [max(len(row[i]) for row in full) for i in range(len(_COLUMNS))]
+    # A skipped row's drill and run line up with the others too.
+    widths[:2] = [max(len(row[i]) for row in rows) for i in range(2)]
     lines = []
     for number, row in enumerate(rows):
         if len(row) < len(_COLUMNS):
