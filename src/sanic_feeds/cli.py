@@ -1,4 +1,4 @@
-"""The ``sanic-feeds`` command line: serve, publish, subscribe, bench."""
+"""The ``sanic-feeds`` command line: serve, publish, subscribe, bench, drill."""
 
 from __future__ import annotations
 
@@ -342,9 +342,9 @@ async def _print_events(base_url: str, channel: str, count: int, token: str | No
 # -- main
 
 
-def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
-    """The command line's parser; the options of ``bench`` are declared only ``with_bench``,
-    so that the other commands import nothing of the load generator."""
+def build_parser(*, with_bench: bool = False, with_drill: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser; the options of ``bench`` (``drill``) are declared only
+    ``with_bench`` (``with_drill``), so that the other commands import nothing of them."""
     parser = argparse.ArgumentParser(
         prog=PROG, description="A horizontally scalable WebSocket feed server on Sanic."
     )
@@ -357,13 +357,19 @@ def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
         from .bench import add_bench_arguments
 
         add_bench_arguments(bench)
+    drill = sub.add_parser("drill", help="inject faults under load and count every message")
+    if with_drill:
+        from .drill import add_drill_arguments
+
+        add_drill_arguments(drill)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        return _run(build_parser(with_bench=args[:1] == ["bench"]).parse_args(args))
+        parser = build_parser(with_bench=args[:1] == ["bench"], with_drill=args[:1] == ["drill"])
+        return _run(parser.parse_args(args))
     except BrokenPipeError:
         # Whoever read our output went away (`| head`): stop quietly, and keep Python's
         # final flush from raising again (the recipe of the `signal` module's docs).
@@ -379,6 +385,11 @@ def _run(args: argparse.Namespace) -> int:
         return _publish(args)
     if args.command == "subscribe":
         return _subscribe(args)
+    if args.command == "drill":
+        from .drill import run_drills
+
+        drilled: int = run_drills(args)
+        return drilled
     from .bench import run_bench
 
     status: int = run_bench(args)

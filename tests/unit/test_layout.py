@@ -152,6 +152,17 @@ def test_serve_imports_nothing_of_the_bench() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def test_serve_imports_nothing_of_the_drill() -> None:
+    code = (
+        "import sys\n"
+        "from sanic_feeds.cli import build_parser\n"
+        "build_parser().parse_args(['serve', '--port', '8001'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('sanic_feeds.drill'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_publishing_and_subscribing_processes_load_no_sanic() -> None:
     code = (
         "import sys, sanic_feeds\n"

@@ -107,18 +107,26 @@ class ServerGroup:
         self.stop()
 
     def start_feeds(
-        self, count: int, broker: str, *, announce_joins: bool, extra_args: Sequence[str]
+        self,
+        count: int,
+        broker: str,
+        *,
+        announce_joins: bool,
+        extra_args: Sequence[str],
+        ports: Sequence[int] = (),
     ) -> list[ServerProcess]:
         """``count`` instances of ``sanic-feeds serve`` on ``broker``, all ready.
 
         Publishing is not rate-limited (the publisher is the load), and
         unless ``announce_joins``, the bench's channel namespace has no join
         and leave events (they would make subscribing N clients cost N²
-        frames and measure that instead of messages).
+        frames and measure that instead of messages). ``ports`` gives the
+        first instances their ports (the drill restarts an instance on its
+        own); the others get free ones.
         """
         started = []
-        for _ in range(count):
-            port = free_port()
+        for number in range(count):
+            port = ports[number] if number < len(ports) else free_port()
             command = [sys.executable, "-m", "sanic_feeds", "serve", "--host", _HOST]
             command += ["--port", str(port), "--broker", broker]
             command += ["--rate-limit", "0", "--log-level", "warning"]
