@@ -47,7 +47,7 @@ drills:
   publisher-redis-restart  Redis SIGKILLed and restarted (AOF) while a Publisher with
                            a retry buffer publishes, instead of the HTTP API
   output-buffer            Redis drops every instance's pub/sub connection over its
-                           output-buffer limit (lowered to pubsub 64kb 32kb 1) on one
+                           output-buffer limit (lowered to pubsub 32kb 16kb 1) on one
                            publication of 80 KB"""
 
 _EPILOG = """\

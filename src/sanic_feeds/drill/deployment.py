@@ -24,8 +24,8 @@ from .redis_server import DrillRedis
 
 __all__ = ["OUTPUT_BUFFER_LIMIT", "Deployment"]
 
-#: The pub/sub output-buffer limit of ``output-buffer``: hard 64 KB, soft 32 KB for 1 s.
-OUTPUT_BUFFER_LIMIT = "pubsub 64kb 32kb 1"
+#: The pub/sub output-buffer limit of ``output-buffer``: hard 32 KB, soft 16 KB for 1 s.
+OUTPUT_BUFFER_LIMIT = "pubsub 32kb 16kb 1"
 
 
 class Deployment:

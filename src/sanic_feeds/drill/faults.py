@@ -15,8 +15,9 @@ from .subscribers import FeedSubscriber
 
 __all__ = ["OVERSIZE_BYTES", "Faults"]
 
-#: The publication that goes over the lowered output-buffer limit (64 KB hard).
-OVERSIZE_BYTES = 80_000
+#: The publication that goes over the lowered output-buffer limit (32 KB hard), and stays
+#: under the instances' --max-message-bytes (64 KiB), which bounds an API publish too.
+OVERSIZE_BYTES = 40_000
 #: Seconds a SIGTERMed instance may take to exit before the drill says so.
 _DRAIN_WAIT_S = 60.0
 #: What Redis logs when it closes a client over its output-buffer limit.

@@ -47,7 +47,7 @@ class Drill(StrEnum):
     #: retry buffer publishes (instead of the HTTP API).
     PUBLISHER_REDIS_RESTART = "publisher-redis-restart"
     #: Redis drops every instance's pub/sub connection over its output-buffer
-    #: limit (lowered to ``pubsub 64kb 32kb 1``), on one publication larger than that.
+    #: limit (lowered to ``pubsub 32kb 16kb 1``), on one publication larger than that.
     OUTPUT_BUFFER = "output-buffer"
 
     @property
