@@ -18,14 +18,22 @@ mkdir -p "$out"
 : >"$out/results.jsonl"
 : >"$out/report.txt"
 
+# Rows whose runs lost, misrouted or duplicated a message (--strict exits 3 for them): the
+# other rows still run, and the script exits 3 at the end.
+failed=()
+
 run() {
-    local name=$1
+    local name=$1 status=0
     shift
     printf '\n==> %s: sanic-feeds bench %s\n' "$name" "$*" | tee -a "$out/report.txt" >&2
-    sanic-feeds bench "$@" --json 2>>"$out/report.txt" | sed "s/^{/{\"row\":\"$name\",/" >>"$out/results.jsonl"
+    sanic-feeds bench "$@" --json 2>>"$out/report.txt" | sed "s/^{/{\"row\":\"$name\",/" >>"$out/results.jsonl" ||
+        status=$?
+    if ((status != 0)); then
+        failed+=("$name (exit $status)")
+    fi
 }
 
-two_instances=(--spawn 2 --broker "$redis_url" --repeat 3 --with-reference)
+two_instances=(--spawn 2 --broker "$redis_url" --repeat 3 --with-reference --strict)
 
 run ceiling fanout --ceiling --subscribers 1000 --rate max --duration 8
 run fanout-max fanout "${two_instances[@]}" --subscribers 1000 --rate max --duration 8 \
@@ -43,3 +51,7 @@ for _ in 1 2 3; do
 done
 
 printf '\nresults: %s/results.jsonl, tables: %s/report.txt\n' "$out" "$out" >&2
+if ((${#failed[@]})); then
+    printf 'rows that lost, misrouted or duplicated a message, or failed: %s\n' "${failed[*]}" >&2
+    exit 3
+fi

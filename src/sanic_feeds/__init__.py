@@ -11,22 +11,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "BadRequest",
     "Broker",
     "BrokerUnavailable",
+    "ClientView",
     "CloseCode",
     "ErrorCode",
     "Feeds",
     "FeedsClient",
     "FeedsError",
+    "Forbidden",
+    "HookFailed",
+    "Identity",
     "Join",
     "Leave",
     "Publication",
     "PublishBufferFull",
     "Publisher",
+    "RateLimited",
     "Settings",
     "StreamPosition",
     "Subscribed",
     "SubscriptionRefused",
+    "Unauthorized",
     "create_broker",
     "load_settings",
 ]
@@ -41,8 +48,15 @@ _SOURCES = {
     "CloseCode": ".errors",
     "ErrorCode": ".errors",
     "FeedsError": ".errors",
+    "BadRequest": ".errors",
+    "Forbidden": ".errors",
+    "HookFailed": ".errors",
+    "RateLimited": ".errors",
+    "Unauthorized": ".errors",
+    "ClientView": ".server.hooks",
     "Feeds": ".server.extension",
     "FeedsClient": ".client",
+    "Identity": ".auth",
     "Subscribed": ".client",
     "SubscriptionRefused": ".client",
     "Join": ".events",
@@ -56,12 +70,24 @@ _SOURCES = {
 }
 
 if TYPE_CHECKING:
+    from .auth import Identity
     from .brokers import Broker, create_broker
     from .client import FeedsClient, Subscribed, SubscriptionRefused
-    from .errors import BrokerUnavailable, CloseCode, ErrorCode, FeedsError
+    from .errors import (
+        BadRequest,
+        BrokerUnavailable,
+        CloseCode,
+        ErrorCode,
+        FeedsError,
+        Forbidden,
+        HookFailed,
+        RateLimited,
+        Unauthorized,
+    )
     from .events import Join, Leave, Publication, StreamPosition
     from .publisher import PublishBufferFull, Publisher
     from .server.extension import Feeds
+    from .server.hooks import ClientView
     from .settings import Settings, load_settings
 
 

@@ -1,4 +1,4 @@
-"""The ``sanic-feeds`` command line: serve, publish, subscribe, bench."""
+"""The ``sanic-feeds`` command line: serve, publish, subscribe, bench, drill."""
 
 from __future__ import annotations
 
@@ -86,13 +86,50 @@ def _serve(args: argparse.Namespace) -> int:
             "process, so messages would not cross workers. Use --broker redis://HOST:PORT/DB "
             "(or --workers 1)."
         )
+    try:
+        settings.token_config()  # an unreadable key fails here, in one line
+    except SettingsError as exc:
+        _fail(str(exc), 2)
     if scheme != "memory":
         _check_broker(settings.broker)
+    _check_address(settings.host, settings.port)
 
     from .server.app import run
 
-    run(settings)
+    if settings.demo_page:
+        # The first line a person reads: where to look.
+        print(f"open {_demo_url(settings.host, settings.port)}", flush=True)
+    try:
+        run(settings)
+    except OSError as exc:
+        # Taken between the check and Sanic's own bind.
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     return 0
+
+
+def _demo_url(host: str, port: int) -> str:
+    """The demo page's address as a browser on this machine reaches it."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail in one line, before Sanic starts, when ``host:port`` cannot be listened on
+    (a port in use, a host that does not resolve or is not this machine's)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As Sanic binds: a port left in TIME_WAIT by a previous run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def _check_broker(url: str) -> None:
@@ -234,6 +271,9 @@ def _add_subscribe(sub: Any) -> None:
         "--url", default="ws://127.0.0.1:8000", help="the server (default ws://127.0.0.1:8000)"
     )
     parser.add_argument("--count", type=int, default=0, help="exit after COUNT messages")
+    parser.add_argument(
+        "--token", help=f"a JWT for servers with identity on (env {ENV_PREFIX}TOKEN)"
+    )
 
 
 def _subscribe(args: argparse.Namespace) -> int:
@@ -244,20 +284,21 @@ def _subscribe(args: argparse.Namespace) -> int:
         validate_channel(args.channel)
     except BadChannel as exc:
         _fail(exc.message, 2)
+    token = args.token or os.environ.get(ENV_PREFIX + "TOKEN") or None
     try:
-        return asyncio.run(_print_events(args.url, args.channel, args.count))
+        return asyncio.run(_print_events(args.url, args.channel, args.count, token))
     except KeyboardInterrupt:
         return 0
 
 
-async def _print_events(base_url: str, channel: str, count: int) -> int:
+async def _print_events(base_url: str, channel: str, count: int, token: str | None) -> int:
     from websockets.exceptions import InvalidHandshake, InvalidURI
 
     from .client import CommandFailed, FeedsClient, Subscribed, SubscriptionRefused
     from .codec import WireFormat, encode_event, encode_subscribed
     from .events import Publication
 
-    client = FeedsClient(base_url)
+    client = FeedsClient(base_url, token=token)
     try:
         await client.connect()
         await client.subscribe(channel)
@@ -293,7 +334,9 @@ async def _print_events(base_url: str, channel: str, count: int) -> int:
 # -- main
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, with_bench: bool = False, with_drill: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser; the options of ``bench`` (``drill``) are declared only
+    ``with_bench`` (``with_drill``), so that the other commands import nothing of them."""
     parser = argparse.ArgumentParser(
         prog=PROG, description="A horizontally scalable WebSocket feed server on Sanic."
     )
@@ -301,18 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_publish(sub)
     _add_subscribe(sub)
-    try:
+    bench = sub.add_parser("bench", help="measure a deployment under load")
+    if with_bench:
         from .bench import add_bench_arguments
-    except ImportError:
-        pass
-    else:
-        add_bench_arguments(sub.add_parser("bench", help="measure a deployment under load"))
+
+        add_bench_arguments(bench)
+    drill = sub.add_parser("drill", help="inject faults under load and count every message")
+    if with_drill:
+        from .drill import add_drill_arguments
+
+        add_drill_arguments(drill)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        return _run(build_parser().parse_args(argv))
+        parser = build_parser(with_bench=args[:1] == ["bench"], with_drill=args[:1] == ["drill"])
+        return _run(parser.parse_args(args))
     except BrokenPipeError:
         # Whoever read our output went away (`| head`): stop quietly, and keep Python's
         # final flush from raising again (the recipe of the `signal` module's docs).
@@ -328,6 +377,11 @@ def _run(args: argparse.Namespace) -> int:
         return _publish(args)
     if args.command == "subscribe":
         return _subscribe(args)
+    if args.command == "drill":
+        from .drill import run_drills
+
+        drilled: int = run_drills(args)
+        return drilled
     from .bench import run_bench
 
     status: int = run_bench(args)

@@ -3,42 +3,58 @@
 It reconnects with backoff and jitter and resubscribes every channel with
 the last offset and epoch it delivered, so application code sees each
 channel's messages once, in order, without a gap, or an explicit
-``Subscribed(recovered=False)`` that says a gap could not be filled::
+``Subscribed(was_recovering=True, recovered=False)`` that says a gap could not
+be filled (a first subscription has ``was_recovering=False``)::
 
     async with FeedsClient("ws://127.0.0.1:8000") as client:
         await client.subscribe("news")
         async for event in client:
             if isinstance(event, Publication):
                 print(event.offset, event.data)
-            elif isinstance(event, Subscribed) and not event.recovered:
+            elif isinstance(event, Subscribed) and event.was_recovering and not event.recovered:
                 ...  # messages were missed: reload state from your source of truth
 
 A renewal the server refuses for now (its broker is reconnecting) is retried
 with backoff from the same position; one it refuses for good raises
 ``SubscriptionRefused`` from the iteration, which can then go on with the
 other channels.
+
+With identity on, give it ``token=`` or ``get_token=`` (a function, sync or
+async, that returns a fresh token). The token travels in the
+``Authorization: Bearer`` header. When the server closes the connection
+with 4001 (the token ran out) or refuses the upgrade with 401, the client
+asks ``get_token()`` for a new one and reconnects at once, recovering what
+it missed. ``refresh()`` hands the server a new token without reconnecting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from .backoff import Backoff
-from .errors import ErrorCode, FeedsError
+from .errors import CloseCode, ErrorCode, FeedsError
 from .events import Join, Leave, Publication, StreamPosition
 
-__all__ = ["ClientEvent", "CommandFailed", "FeedsClient", "Subscribed", "SubscriptionRefused"]
+__all__ = [
+    "ClientEvent",
+    "CommandFailed",
+    "FeedsClient",
+    "GetToken",
+    "Subscribed",
+    "SubscriptionRefused",
+]
 
 log = logging.getLogger("sanic_feeds.client")
 
@@ -47,11 +63,13 @@ log = logging.getLogger("sanic_feeds.client")
 class Subscribed:
     """A (re)subscription took effect.
 
-    ``recovered`` is False when the client asked to continue from a
-    position but the server could not fill the gap: what was published
-    meanwhile is lost to this client, and it continues from ``offset``.
-    ``resumed`` is True on subscriptions the client made by itself after
-    a reconnect.
+    ``was_recovering`` is True when the client asked to continue from a
+    position: every renewal after a reconnect, and ``subscribe(since=...)``.
+    Then ``recovered`` False means the server could not fill the gap: what
+    was published meanwhile is lost to this client, and it continues from
+    ``offset``. A first subscription (``was_recovering`` False) is never
+    ``recovered`` and has lost nothing. ``resumed`` is True on subscriptions
+    the client made by itself after a reconnect.
     """
 
     channel: str
@@ -59,6 +77,13 @@ class Subscribed:
     epoch: str
     recovered: bool
     resumed: bool = False
+    was_recovering: bool = False
+    #: This connection's own id (as in its ``join`` events), when the server says it.
+    client: str | None = None
+
+
+#: Returns a fresh token, or awaits one.
+GetToken = Callable[[], "str | Awaitable[str]"]
 
 
 ClientEvent = Publication | Join | Leave | Subscribed
@@ -110,9 +135,14 @@ class FeedsClient:
         max_buffered: int = 1000,
         open_timeout_s: float = 10.0,
         command_timeout_s: float = 10.0,
+        token: str | None = None,
+        get_token: GetToken | None = None,
     ) -> None:
         base = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         self.url = base if base.endswith("/ws") else base + "/ws"
+        #: The token the next connection shows; ``get_token`` renews it.
+        self._token = token
+        self._get_token = get_token
         self._reconnect = reconnect
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
@@ -137,6 +167,10 @@ class FeedsClient:
         self._connected = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
+        #: The close code that ended the last connection (1006: it ended without one),
+        #: None before any ended: 1001 means the server went away, 1013 that it gave this
+        #: client up (too slow, or its history lost), both followed by a reconnect.
+        self.last_close_code: int | None = None
 
     async def __aenter__(self) -> FeedsClient:
         await self.connect()
@@ -151,10 +185,48 @@ class FeedsClient:
         await self.close()
 
     async def connect(self) -> None:
-        """Open the first connection; raises ``OSError`` or ``InvalidHandshake`` if it fails."""
-        self._ws = await connect(self.url, open_timeout=self._open_timeout_s, max_size=None)
+        """Open the first connection; raises ``OSError`` or ``InvalidHandshake`` if it fails
+        (``InvalidStatus`` with status 401 for a token the server refuses)."""
+        if self._token is None and self._get_token is not None:
+            await self._renew_token()
+        self._ws = await self._open()
         self._connected.set()
         self._runner = asyncio.create_task(self._run(), name="feeds-client")
+
+    async def _open(self) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        return await connect(
+            self.url, open_timeout=self._open_timeout_s, max_size=None, additional_headers=headers
+        )
+
+    async def _renew_token(self) -> bool:
+        """Ask ``get_token`` for a fresh token; False when there is none to ask."""
+        if self._get_token is None:
+            return False
+        token = self._get_token()
+        self._token = await token if inspect.isawaitable(token) else token
+        return True
+
+    async def _try_renew_token(self) -> bool:
+        """:meth:`_renew_token` for the connection loop, which must not die of it."""
+        try:
+            return await self._renew_token()
+        except Exception:
+            log.exception("get_token failed; reconnecting with the token held")
+            return False
+
+    async def refresh(self, token: str | None = None) -> float | None:
+        """Hand the server a new token for the same user (``token``, else one from
+        ``get_token``) so that the connection outlives the old one's ``exp``; returns the
+        new ``exp``. Later reconnects show it too."""
+        if token is None:
+            if not await self._renew_token():
+                raise ValueError("refresh needs a token or get_token")
+        else:
+            self._token = token
+        reply = await self._command("refresh", None, token=self._token)
+        exp = reply.get("exp")
+        return None if exp is None else float(exp)
 
     async def close(self) -> None:
         self._closed = True
@@ -184,7 +256,14 @@ class FeedsClient:
             )
         finally:
             self._subscribing.pop(command_id, None)
-        return Subscribed(channel, reply["offset"], reply["epoch"], reply["recovered"])
+        return Subscribed(
+            channel,
+            reply["offset"],
+            reply["epoch"],
+            reply["recovered"],
+            was_recovering=since is not None,
+            client=reply.get("client"),
+        )
 
     async def unsubscribe(self, channel: str) -> None:
         self._positions.pop(channel, None)
@@ -225,7 +304,7 @@ class FeedsClient:
         return [_publication(event) for event in reply["messages"]]
 
     async def _command(
-        self, op: str, channel: str, *, command_id: int | None = None, **fields: Any
+        self, op: str, channel: str | None, *, command_id: int | None = None, **fields: Any
     ) -> Any:
         await asyncio.wait_for(self._connected.wait(), self._command_timeout_s)
         ws = self._ws
@@ -235,10 +314,11 @@ class FeedsClient:
             command_id = next(self._ids)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = reply
+        command = {"op": op, "id": command_id, **fields}
+        if channel is not None:
+            command["channel"] = channel
         try:
-            await ws.send(
-                orjson.dumps({"op": op, "channel": channel, "id": command_id, **fields}).decode()
-            )
+            await ws.send(orjson.dumps(command).decode())
             return await asyncio.wait_for(reply, self._command_timeout_s)
         finally:
             self._pending.pop(command_id, None)
@@ -271,11 +351,15 @@ class FeedsClient:
                 try:
                     async for frame in ws:
                         await self._dispatch(orjson.loads(frame))
-                    code = 1000
-                except ConnectionClosed as closed:
-                    code = closed.rcvd.code if closed.rcvd else 1006
-                if code == 1013:
+                except ConnectionClosed:
+                    pass
+                # The iteration ends quietly on 1000 and 1001 alike: ask the connection.
+                code = ws.close_code if ws.close_code is not None else 1006
+                self.last_close_code = code
+                if code == CloseCode.TRY_AGAIN_LATER:
                     backoff.reset()  # told to come back with since: no reason to wait
+                if code == CloseCode.TOKEN_EXPIRED and await self._try_renew_token():
+                    backoff.reset()  # a fresh token is all it takes
                 log.info("connection closed (%s); reconnecting", code)
             self._connected.clear()
             self._ws = None
@@ -292,9 +376,11 @@ class FeedsClient:
             # Jitter spreads the reconnects of many clients after a restart.
             await asyncio.sleep(backoff.next_delay_s())
             try:
-                self._ws = await connect(self.url, open_timeout=self._open_timeout_s, max_size=None)
+                self._ws = await self._open()
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 log.info("reconnect failed: %s", exc)
+                if isinstance(exc, InvalidStatus) and exc.response.status_code == 401:
+                    await self._try_renew_token()  # it ran out while we were away
                 continue
             resumed = True
 
@@ -324,7 +410,15 @@ class FeedsClient:
             if not event["recovered"]:
                 self._advance(channel, StreamPosition(event["offset"], event["epoch"]))
             await self._events.put(
-                Subscribed(channel, event["offset"], event["epoch"], event["recovered"], True)
+                Subscribed(
+                    channel,
+                    event["offset"],
+                    event["epoch"],
+                    event["recovered"],
+                    resumed=True,
+                    was_recovering=True,  # a renewal always asks from the last position
+                    client=event.get("client"),
+                )
             )
             return
         code, message = str(event.get("code")), str(event.get("message"))
@@ -385,11 +479,19 @@ class FeedsClient:
                 reply.set_result(event)
             if kind == "subscribed" and (asked := self._subscribing.get(event["id"])):
                 channel, since = asked
+                was_recovering = since is not None
                 if not event["recovered"] or since is None:
                     since = StreamPosition(event["offset"], event["epoch"])
                 self._advance(channel, since)
                 await self._events.put(
-                    Subscribed(channel, event["offset"], event["epoch"], event["recovered"])
+                    Subscribed(
+                        channel,
+                        event["offset"],
+                        event["epoch"],
+                        event["recovered"],
+                        was_recovering=was_recovering,
+                        client=event.get("client"),
+                    )
                 )
         elif kind == "error":
             log.warning("server error: %s: %s", event.get("code"), event.get("message"))

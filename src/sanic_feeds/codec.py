@@ -12,11 +12,13 @@ from typing import Any
 
 import orjson
 
-from .errors import ErrorCode
+from .errors import BadRequest, ErrorCode
 from .events import Event, Join, Publication, StreamPosition
 
 __all__ = [
+    "MAX_DATA_DEPTH",
     "WireFormat",
+    "check_data",
     "data_from_client_text",
     "encode_error",
     "encode_event",
@@ -32,17 +34,44 @@ class WireFormat(StrEnum):
     RAW = "raw"
 
 
+#: How deep a message's data may nest arrays and objects. orjson reads 1024 levels but
+#: writes 254, and events wrap data in up to three more (``{"messages": [{"data": ...}]}``):
+#: data that could be read but not written would be acked and then never delivered.
+MAX_DATA_DEPTH = 250
+
+#: ``check_data`` writes data inside four arrays (lists: orjson does not count tuples), so
+#: it fails exactly when data nests deeper than MAX_DATA_DEPTH = 254 - 4. An event that
+#: wraps data deeper would need a lower limit.
+
+
+def check_data(data: Any) -> None:
+    """Raise ``BadRequest`` unless ``data`` can be written as JSON inside any event:
+    JSON values (and what orjson writes natively) nested at most ``MAX_DATA_DEPTH`` levels."""
+    try:
+        orjson.dumps([[[[data]]]])
+    except orjson.JSONEncodeError as exc:
+        if "Recursion limit" in str(exc):
+            raise BadRequest(
+                f"data nests deeper than {MAX_DATA_DEPTH} levels of arrays and objects"
+            ) from None
+        raise BadRequest(f"data is not JSON: {exc}") from None
+
+
 def data_from_client_text(text: str) -> tuple[Any, str | None]:
     """Turn a frame a ``/feed`` client sent into ``(data, raw)``.
 
     ``data`` is the frame parsed as JSON when it is valid JSON, else the text.
     ``raw`` is the text when raw clients could not re-derive it from ``data``.
+    Raises ``BadRequest`` for JSON nested deeper than ``MAX_DATA_DEPTH``.
     """
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
         return text, None
-    if isinstance(data, str) or orjson.dumps(data).decode() != text:
+    if isinstance(data, str):
+        return data, text
+    check_data(data)
+    if orjson.dumps(data).decode() != text:
         return data, text
     return data, None
 
@@ -91,16 +120,24 @@ def encode_reply(reply_type: str, command_id: Any, **fields: Any) -> bytes:
 
 
 def encode_subscribed(
-    channel: str, position: StreamPosition, recovered: bool, command_id: Any = None
+    channel: str,
+    position: StreamPosition,
+    recovered: bool,
+    command_id: Any = None,
+    *,
+    client: str | None = None,
 ) -> bytes:
-    return encode_reply(
-        "subscribed",
-        command_id,
-        channel=channel,
-        offset=position.offset,
-        epoch=position.epoch,
-        recovered=recovered,
-    )
+    """``subscribed``; ``client`` is the connection's own id (so that it knows its own
+    ``join``), left out when None."""
+    fields: dict[str, Any] = {
+        "channel": channel,
+        "offset": position.offset,
+        "epoch": position.epoch,
+        "recovered": recovered,
+    }
+    if client is not None:
+        fields["client"] = client
+    return encode_reply("subscribed", command_id, **fields)
 
 
 def error_event(code: ErrorCode, message: str, command_id: Any = None) -> dict[str, Any]:

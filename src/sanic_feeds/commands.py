@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 
+from .codec import check_data
 from .errors import BadRequest, FeedsError
-from .names import validate_channel
+from .names import MAX_OFFSET, validate_channel, validate_idempotency_key
 
 __all__ = ["MAX_HISTORY_LIMIT", "Command", "InvalidCommand", "Op", "decode_command"]
 
@@ -23,9 +24,10 @@ class Op(StrEnum):
     PRESENCE = "presence"
     HISTORY = "history"
     PING = "ping"
+    REFRESH = "refresh"
 
 
-_NEEDS_CHANNEL = frozenset(Op) - {Op.PING}
+_NEEDS_CHANNEL = frozenset(Op) - {Op.PING, Op.REFRESH}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,10 @@ class Command:
     since: int | None = None
     epoch: str = ""
     limit: int | None = None
+    #: publish: publishes nothing when the key was used on the channel in the last 5 min.
+    idempotency_key: str | None = None
+    #: refresh: the new token.
+    token: str = ""
 
 
 class InvalidCommand(Exception):
@@ -57,29 +63,43 @@ def decode_command(text: str) -> Command:
         raise InvalidCommand(BadRequest("a command is one JSON object per text frame")) from None
     if not isinstance(fields, dict):
         raise InvalidCommand(BadRequest("a command is a JSON object with an 'op'"))
-    command_id = fields.get("id")
+    command_id = echoed = fields.get("id")
+    if isinstance(command_id, dict | list):
+        try:
+            check_data(command_id)
+        except BadRequest:
+            echoed = None  # too deep to be written back: the error goes without it
     try:
         return _validate(fields, command_id)
     except FeedsError as exc:
-        raise InvalidCommand(exc, command_id) from None
+        raise InvalidCommand(exc, echoed) from None
 
 
 def _validate(fields: dict[str, Any], command_id: Any) -> Command:
     if isinstance(command_id, (dict, list)):
         raise BadRequest("'id' must be a number or a string")
+    op_name = fields.get("op")
     try:
-        op = Op(str(fields.get("op")))
+        op = Op(op_name) if isinstance(op_name, str) else None
     except ValueError:
+        op = None
+    if op is None:
         known = ", ".join(op.value for op in Op)
-        raise BadRequest(f"unknown op {fields.get('op')!r}: use one of {known}") from None
+        raise BadRequest(f"unknown op {_shown(op_name)}: use one of {known}")
     channel = validate_channel(fields.get("channel")) if op in _NEEDS_CHANNEL else ""
     if op is Op.PUBLISH and "data" not in fields:
         raise BadRequest("publish needs 'data'")
-    since = _optional_int(fields, "since", minimum=0)
+    since = _optional_int(fields, "since", minimum=0, maximum=MAX_OFFSET)
     limit = _optional_int(fields, "limit", minimum=1, maximum=MAX_HISTORY_LIMIT)
     epoch = fields.get("epoch") or ""
     if not isinstance(epoch, str):
         raise BadRequest("'epoch' must be a string")
+    key = fields.get("idempotency_key")
+    if key is not None:
+        validate_idempotency_key(key)
+    token = fields.get("token")
+    if op is Op.REFRESH and (not isinstance(token, str) or not token):
+        raise BadRequest("refresh needs 'token', the new token")
     return Command(
         op=op,
         id=command_id,
@@ -88,18 +108,25 @@ def _validate(fields: dict[str, Any], command_id: Any) -> Command:
         since=since,
         epoch=epoch,
         limit=limit,
+        idempotency_key=key,
+        token=token if isinstance(token, str) else "",
     )
 
 
-def _optional_int(
-    fields: dict[str, Any], name: str, *, minimum: int, maximum: int | None = None
-) -> int | None:
+def _shown(value: Any) -> str:
+    """``value`` for an error message: short strings as they are, anything else by type
+    (a client's value may be megabytes long, or nested too deep to ``repr``)."""
+    if isinstance(value, str) and len(value) <= 50:
+        return repr(value)
+    return f"<{type(value).__name__}>"
+
+
+def _optional_int(fields: dict[str, Any], name: str, *, minimum: int, maximum: int) -> int | None:
     value = fields.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"'{name}' must be an integer")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-        raise BadRequest(f"'{name}' must be {bound}")
+    if value < minimum or value > maximum:
+        raise BadRequest(f"'{name}' must be from {minimum} to {maximum}")
     return value

@@ -12,10 +12,12 @@ __all__ = [
     "ErrorCode",
     "FeedsError",
     "Forbidden",
+    "HookFailed",
     "LimitExceeded",
     "RateLimited",
     "TooLarge",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -42,6 +44,8 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
+    #: The connection's token ran out unrefreshed: get a new one and reconnect with ``since``.
+    TOKEN_EXPIRED = 4001
 
 
 class FeedsError(Exception):
@@ -58,6 +62,12 @@ class FeedsError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def public_message(self) -> str:
+        """What a client is told: ``message``, unless it may hold what only operators
+        should read."""
+        return self.message
+
 
 class BadRequest(FeedsError):
     code = ErrorCode.BAD_REQUEST
@@ -72,6 +82,12 @@ class BadChannel(FeedsError):
 class Unauthorized(FeedsError):
     code = ErrorCode.UNAUTHORIZED
     http_status = 401
+
+
+class UnsupportedMediaType(BadRequest):
+    """An HTTP body that is not ``application/json``."""
+
+    http_status = 415
 
 
 class Forbidden(FeedsError):
@@ -100,3 +116,22 @@ class BrokerUnavailable(FeedsError):
 
     code = ErrorCode.UNAVAILABLE
     http_status = 503
+
+    @property
+    def public_message(self) -> str:
+        # ``message`` may carry Redis' own error text (a script's error, an address).
+        return "broker unavailable, try again later"
+
+
+class HookFailed(FeedsError):
+    """A hook of the app raised something other than a ``FeedsError``, or ran past
+    ``--hook-timeout``: the one operation it was asked about is refused, nothing else.
+    What went wrong is logged, never told to the client."""
+
+    code = ErrorCode.UNAVAILABLE
+    http_status = 503
+
+    @property
+    def public_message(self) -> str:
+        # ``message`` names the hook and what it raised: for operators only.
+        return "the server could not handle this, try again later"

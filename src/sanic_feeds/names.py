@@ -10,12 +10,17 @@ from .errors import BadChannel, BadRequest
 __all__ = [
     "MAX_CHANNEL_LENGTH",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_OFFSET",
     "namespace_of",
     "validate_channel",
     "validate_idempotency_key",
 ]
 
 MAX_CHANNEL_LENGTH = 200
+
+#: The largest offset a client may name (``since``): 2^53 - 1, the largest integer every
+#: JSON reader holds exactly. Brokers count offsets in 64 bits and never get near it.
+MAX_OFFSET = 2**53 - 1
 
 _CHANNEL_RE = re.compile(rf"[A-Za-z0-9_\-.:@$/]{{1,{MAX_CHANNEL_LENGTH}}}")
 
@@ -32,7 +37,8 @@ def validate_channel(name: object) -> str:
     Cluster hash tags unescaped.
     """
     if not isinstance(name, str) or _CHANNEL_RE.fullmatch(name) is None:
-        shown = repr(name) if not isinstance(name, str) else repr(name[:50])
+        # Never the repr of what a client sent: it may be nested too deep to print.
+        shown = repr(name[:50]) if isinstance(name, str) else f"<{type(name).__name__}>"
         raise BadChannel(
             f"invalid channel name {shown}: use 1 to {MAX_CHANNEL_LENGTH} characters "
             "of A-Z a-z 0-9 _ - . : @ $ /"

@@ -22,6 +22,7 @@ from typing import Any
 
 from .backoff import Backoff
 from .brokers import Broker, BrokerOptions, create_broker
+from .codec import check_data
 from .errors import BrokerUnavailable
 from .events import StreamPosition
 from .names import validate_channel, validate_idempotency_key
@@ -179,12 +180,15 @@ class Publisher:
         """Queue a publication and return the future of its position (needs ``retry_buffer``).
 
         Raises :class:`PublishBufferFull` when ``retry_buffer`` publications are
-        already waiting. Publications leave in the order they were queued.
+        already waiting, ``BadRequest`` for data nested too deep. Publications leave in
+        the order they were queued.
         """
         self._check_started()
         if not self._retry_buffer:
             raise RuntimeError("publish_nowait needs Publisher(url, retry_buffer=N)")
         validate_channel(channel)
+        # Refused now rather than by the sender, which would not tell this caller.
+        check_data(data)
         if idempotency_key is None:
             idempotency_key = uuid.uuid4().hex
         else:

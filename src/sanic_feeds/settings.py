@@ -9,7 +9,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .auth import TokenConfig
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "option_help"]
 
@@ -42,9 +45,11 @@ class Settings:
     max_connections: int = _option(10000, "WebSocket connections per instance (then HTTP 503)")
     max_subscriptions: int = _option(100, "channels per connection on /ws")
     rate_limit: float = _option(
-        100.0, "publishes per second per connection (0 turns the limit off)"
+        100.0, "publishes and subscribes per second per connection (0 turns the limit off)"
     )
-    rate_burst: int = _option(200, "publishes a connection may send at once before the rate")
+    rate_burst: int = _option(
+        200, "publishes and subscribes a connection may send at once before the rate"
+    )
     history_size: int = _option(100, "messages kept per channel for recovery")
     history_ttl_s: int = _option(
         300, "seconds history outlives a channel's last message", "history-ttl"
@@ -57,9 +62,30 @@ class Settings:
     drain_timeout_s: float = _option(
         10.0, "seconds SIGTERM waits for connections to close", "drain-timeout"
     )
-    api_key: str = _option("", "key that POST /api/* requires (Authorization: apikey KEY)")
+    hook_timeout_s: float = _option(
+        5.0,
+        "seconds an app's hook (on_connect, on_subscribe, on_publish) may take before "
+        "its operation is refused with unavailable",
+        "hook-timeout",
+    )
+    api_key: str = _option("", "key that /api/* requires (Authorization: apikey KEY)")
     allowed_origins: tuple[str, ...] = _option(
-        (), "comma-separated Origin values allowed on WebSocket upgrades (empty: any)"
+        (),
+        "comma-separated origins (scheme://host[:port]) whose pages may connect "
+        "(empty: any page may open a WebSocket; the API takes only its own origin)",
+    )
+    token_secret: str = _option(
+        "", "HS256 secret (at least 32 bytes) that connections' JWTs are signed with"
+    )
+    token_public_key: str = _option(
+        "", "PEM file of the RS256 or ES256 public key that verifies connections' JWTs"
+    )
+    token_audience: str = _option("", "the 'aud' a token must carry (empty: none)")
+    token_issuer: str = _option("", "the 'iss' a token must carry (empty: any)")
+    anonymous_subscribe: tuple[str, ...] = _option(
+        (),
+        "comma-separated channel patterns that connections without a token may read "
+        "while tokens are on (news,public:*)",
     )
     quiet_namespaces: tuple[str, ...] = _option(
         (), "comma-separated channel namespaces without join/leave events ('*': all)"
@@ -70,6 +96,11 @@ class Settings:
         "(presence still lists everyone)",
     )
     log_level: str = _option("info", "debug, info, warning or error")
+    log_format: str = _option("text", "text, or json: one JSON object per line")
+    metrics: bool = _option(
+        True, "count Prometheus metrics and serve GET /metrics (0: neither, to measure their cost)"
+    )
+    demo_page: bool = _option(True, "serve the demo page at GET / (feeds.js is always served)")
 
     def __post_init__(self) -> None:
         positive = (
@@ -81,6 +112,7 @@ class Settings:
             "max_subscriptions",
             "rate_burst",
             "history_ttl_s",
+            "hook_timeout_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -97,6 +129,47 @@ class Settings:
                 raise SettingsError(f"{flag_of(name)} must not be negative")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError("--log-level must be debug, info, warning or error")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("--log-format must be text or json")
+        if self.port > 65535:
+            raise SettingsError("--port must be at most 65535")
+        if self.token_secret and len(self.token_secret.encode()) < 32:
+            raise SettingsError("--token-secret must be at least 32 bytes (RFC 7518, 3.2)")
+        from .origins import OriginPolicy
+
+        try:
+            OriginPolicy(self.allowed_origins)
+        except ValueError as exc:
+            raise SettingsError(f"--allowed-origins: {exc}") from None
+
+    @property
+    def tokens_on(self) -> bool:
+        return bool(self.token_secret or self.token_public_key)
+
+    def token_config(self) -> TokenConfig | None:
+        """How tokens are checked (None when they are off); reads ``--token-public-key``.
+        Raises ``SettingsError`` for a key that cannot be used."""
+        if not self.tokens_on:
+            return None
+        from .auth import TokenConfig
+
+        pem = None
+        if self.token_public_key:
+            try:
+                pem = Path(self.token_public_key).read_bytes()
+            except OSError as exc:
+                raise SettingsError(
+                    f"--token-public-key {self.token_public_key}: {exc.strerror}"
+                ) from None
+        try:
+            return TokenConfig.create(
+                secret=self.token_secret or None,
+                public_key_pem=pem,
+                audience=self.token_audience,
+                issuer=self.token_issuer,
+            )
+        except ValueError as exc:  # the secret's length is checked already
+            raise SettingsError(f"--token-public-key {self.token_public_key}: {exc}") from None
 
     def joins_announced(self, namespace: str) -> bool:
         """Whether join and leave events are sent on channels of ``namespace``."""

@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 
 from sanic_feeds.bench import add_bench_arguments, run_bench
-from sanic_feeds.bench.spawn import free_port
+from sanic_feeds.bench.spawn import free_port, reference_command
 
-REPO = Path(__file__).resolve().parents[2]
-REFERENCE_SERVER = REPO / "bench" / "reference_server.py"
 FAULTY_SERVER = Path(__file__).with_name("faulty_server.py")
 
 StartServer = Callable[..., str]
@@ -27,26 +25,28 @@ RunBench = Callable[..., tuple[int, list[dict[str, Any]]]]
 
 @pytest.fixture
 def start_server() -> Iterator[StartServer]:
-    """``start_server(kind, *flags)`` starts the ``reference`` or ``faulty`` server
+    """``start_server(kind, *flags)`` starts the ``reference`` server (as the bench
+    does: ``python -m sanic_feeds.bench.reference_server``) or the ``faulty`` one
     with ``flags`` on a free port and returns its ``ws://`` URL; stopped after the test."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(kind: str, *flags: str) -> str:
-        script = {"reference": REFERENCE_SERVER, "faulty": FAULTY_SERVER}[kind]
         port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, str(script), "--port", str(port), *flags],
-            stdout=subprocess.DEVNULL,
-        )
+        if kind == "reference":
+            command = reference_command(port)
+        else:
+            assert kind == "faulty", kind
+            command = [sys.executable, str(FAULTY_SERVER), "--port", str(port)]
+        process = subprocess.Popen([*command, *flags], stdout=subprocess.DEVNULL)
         processes.append(process)
         give_up_at = time.monotonic() + 20
         while True:
-            assert process.poll() is None, f"{script.name} exited with {process.returncode}"
+            assert process.poll() is None, f"{kind} server exited with {process.returncode}"
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
                     return f"ws://127.0.0.1:{port}"
             except OSError:
-                assert time.monotonic() < give_up_at, f"{script.name} did not listen in time"
+                assert time.monotonic() < give_up_at, f"{kind} server did not listen in time"
                 time.sleep(0.05)
 
     yield start

@@ -187,3 +187,29 @@ def test_unreachable_url_is_one_line_and_status_1(
     error = capsys.readouterr().err.strip()
     assert error.startswith("sanic-feeds bench: error: cannot subscribe at ws://127.0.0.1:")
     assert "\n" not in error
+
+
+def test_baseline_instances_run_interleaved_with_the_ratio(bench: RunBench) -> None:
+    status, results = bench(
+        "fanout", "--spawn", "1", "--subscribers", "3", "--messages", "20", "--rate", "200",
+        "--baseline-arg=--metrics=0",
+    )  # fmt: skip
+    assert status == 0
+    assert [r["target"] for r in results] == ["feeds", "feeds --metrics=0"]
+    assert results[0]["vs_reference"] is not None
+    assert all(r["lost"] == 0 and r["delivered"] == 20 * 3 for r in results)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("fanout", "--url", "ws://127.0.0.1:1", "--baseline-arg=--metrics=0"),
+        ("compare", "fanout", "--spawn", "1", "--baseline-arg=--metrics=0"),
+    ],
+)
+def test_baseline_arg_needs_spawn_and_no_reference(
+    bench: RunBench, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, results = bench(*argv)
+    assert (status, results) == (2, [])
+    assert "--baseline-arg" in capsys.readouterr().err

@@ -10,6 +10,7 @@ those run on Redis only, at the end.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
+from sanic_feeds.brokers import Broker, BrokerOptions, InstanceStatus, create_broker
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.events import Event, Join, Leave, Publication, StreamPosition
 from tests.support.redis_server import RedisServer, free_port
@@ -168,6 +169,41 @@ async def test_position_of_a_fresh_channel_has_an_epoch_that_the_first_publish_k
     pubs, position = await broker.history("nothing-yet", 0, 10)
     assert [(p.offset, p.epoch, p.data) for p in pubs] == [(1, fresh.epoch, "first")]
     assert position == StreamPosition(1, fresh.epoch)
+
+
+async def test_peek_position_reads_without_creating_anything(broker: Broker) -> None:
+    # Anyone may read a channel over HTTP, as often as they like: nothing may be created.
+    assert await broker.peek_position("never-used") is None
+    assert await broker.peek_position("never-used") is None
+    created = await broker.position("never-used")
+    assert created.offset == 0
+    assert await broker.peek_position("never-used") == created
+    published = await broker.publish("never-used", 1)
+    assert await broker.peek_position("never-used") == published
+
+
+async def test_publish_refuses_data_nested_deeper_than_events_can_carry(
+    broker: Broker, recorder: Recorder
+) -> None:
+    from sanic_feeds.codec import MAX_DATA_DEPTH
+    from sanic_feeds.errors import BadRequest
+
+    def nested(depth: int) -> Any:
+        value: Any = []
+        for _ in range(depth - 1):
+            value = [value]
+        return value
+
+    await broker.subscribe("deep")
+    for depth in (MAX_DATA_DEPTH + 1, 255, 1023):
+        with pytest.raises(BadRequest):
+            await broker.publish("deep", nested(depth))
+    with pytest.raises(BadRequest):
+        await broker.publish("deep", {1: "not a JSON key"})
+    assert await broker.peek_position("deep") is None  # nothing was published
+    assert (await broker.publish("deep", nested(MAX_DATA_DEPTH))).offset == 1
+    [delivered] = await recorder.wait_pubs("deep", 1)
+    assert delivered.data == nested(MAX_DATA_DEPTH)
 
 
 async def test_history_of_a_fresh_channel_creates_the_same_epoch(broker: Broker) -> None:
@@ -566,6 +602,58 @@ async def test_presence_does_not_depend_on_subscriptions_or_publishes(
     assert (await broker.position("quiet")).offset == 0
 
 
+# -- instances: the status each heartbeat carries
+
+
+def _status(instance_id: str, **figures: Any) -> InstanceStatus:
+    return InstanceStatus(
+        id=instance_id, address="http://127.0.0.1:1", pid=1, version="9", **figures
+    )
+
+
+async def _wait_listed(broker: Broker, want: InstanceStatus) -> list[InstanceStatus]:
+    """``broker.instances()`` once it lists ``want`` (its heartbeat may take a moment)."""
+    deadline = time.monotonic() + 5
+    while True:
+        listed = await broker.instances()
+        if want in listed:
+            return listed
+        assert time.monotonic() < deadline, f"{want} never listed: {listed}"
+        await asyncio.sleep(0.02)
+
+
+async def test_instances_list_this_instance_as_its_status_source_tells(
+    start_broker: StartBroker,
+) -> None:
+    broker, _ = await start_broker(instance_id="me", heartbeat_interval_s=0.1)
+    figures = {"connections": 3, "subscriptions": 5, "channels": 2, "uptime_s": 1.5}
+    broker.set_status(lambda: _status("me", **figures))
+    assert await _wait_listed(broker, _status("me", **figures)) == [_status("me", **figures)]
+    # Each heartbeat reads the source again.
+    figures["connections"] = 4
+    await _wait_listed(broker, _status("me", **figures))
+
+
+async def test_an_instance_without_a_status_source_is_not_listed(
+    start_broker: StartBroker,
+) -> None:
+    broker, _ = await start_broker(instance_id="mute", heartbeat_interval_s=0.1)
+    await asyncio.sleep(0.3)
+    assert [status.id for status in await broker.instances()] == []
+
+
+async def test_a_closed_instance_is_no_longer_listed(start_broker: StartBroker) -> None:
+    closing, _ = await start_broker(instance_id="closing", heartbeat_interval_s=0.1)
+    staying, _ = await start_broker(instance_id="staying", heartbeat_interval_s=0.1)
+    closing.set_status(lambda: _status("closing"))
+    staying.set_status(lambda: _status("staying"))
+    await _wait_listed(closing, _status("closing"))
+    await _wait_listed(staying, _status("staying"))
+    await closing.close()
+    # At once, not after the expiry (memory: each broker lists only itself anyway).
+    assert "closing" not in {status.id for status in await staying.instances()}
+
+
 # -- Redis only: several processes, and a broker that goes away
 
 
@@ -679,6 +767,66 @@ async def test_redis_presence_entries_of_an_instance_gone_for_long_are_deleted(
     # Deleted: an instance silent past the grace, and one never heard of (it closed).
     # Kept: one silent for a little while, which may yet come back.
     assert set(await raw_redis.hkeys(channel_keys("lobby").presence)) == {b"quiet"}
+
+
+async def test_redis_instances_list_each_other_sorted_by_address(
+    redis_brokers: Callable[..., Awaitable[Any]],
+) -> None:
+    (one, _), (two, _) = (
+        await redis_brokers(instance_id="b-one"),
+        await redis_brokers(instance_id="a-two"),
+    )
+    one.set_status(lambda: dataclasses.replace(_status("b-one"), address="http://h:2"))
+    two.set_status(lambda: dataclasses.replace(_status("a-two"), address="http://h:1"))
+    first = dataclasses.replace(_status("a-two"), address="http://h:1")
+    second = dataclasses.replace(_status("b-one"), address="http://h:2")
+    await _wait_listed(one, first)
+    await _wait_listed(one, second)
+    assert await one.instances() == await two.instances() == [first, second]
+
+
+async def _fake_status(raw_redis: Any, status: InstanceStatus, heard_s_ago: float) -> None:
+    """What the heartbeat of an instance that is not this process left in Redis."""
+    from sanic_feeds.brokers.envelope import encode_status
+
+    heard_ms = time.time_ns() // 1_000_000 - int(heard_s_ago * 1000)
+    await raw_redis.zadd("feeds:instances", {status.id: heard_ms})
+    await raw_redis.set(f"feeds:status:{status.id}", encode_status(status), px=60_000)
+
+
+async def test_redis_a_silent_instance_is_not_listed_after_the_expiry(
+    redis_brokers: Callable[..., Awaitable[Any]], raw_redis: Any
+) -> None:
+    """An instance that stops heartbeating (it crashed) drops out within five heartbeat
+    intervals, though nobody removed what it left in Redis."""
+    (reader, _) = await redis_brokers(heartbeat_interval_s=0.2)
+    await _fake_status(raw_redis, _status("crashed"), 0)
+    assert await reader.instances() == [_status("crashed")]
+    started = time.monotonic()
+    while await reader.instances():
+        assert time.monotonic() - started < 3, "a silent instance was listed for ever"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - started > 0.5
+
+
+async def test_redis_a_heartbeat_status_expires_with_the_instance(
+    redis_brokers: Callable[..., Awaitable[Any]], raw_redis: Any
+) -> None:
+    (broker, _) = await redis_brokers(instance_id="ttl", heartbeat_interval_s=0.2)
+    broker.set_status(lambda: _status("ttl"))
+    await _wait_listed(broker, _status("ttl"))
+    # Five heartbeat intervals: what a crashed instance leaves goes by itself.
+    assert 0 < await raw_redis.pttl("feeds:status:ttl") <= 1000
+
+
+async def test_redis_a_status_this_version_cannot_read_is_skipped(
+    redis_brokers: Callable[..., Awaitable[Any]], raw_redis: Any
+) -> None:
+    (reader, _) = await redis_brokers(heartbeat_interval_s=0.2)
+    await _fake_status(raw_redis, _status("good"), 0)
+    await raw_redis.zadd("feeds:instances", {"garbled": time.time_ns() // 1_000_000})
+    await raw_redis.set("feeds:status:garbled", b"not json")
+    assert await reader.instances() == [_status("good")]
 
 
 async def test_redis_an_epoch_created_by_a_read_changes_when_redis_loses_its_data(

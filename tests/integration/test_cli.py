@@ -263,6 +263,84 @@ async def test_sigterm_exits_within_the_drain_timeout_when_a_client_never_answer
     assert elapsed < 2 + 5, f"exited {elapsed:.1f}s after SIGTERM with --drain-timeout 2"
 
 
+async def test_sigterm_exits_within_the_drain_timeout_while_redis_hangs(
+    feeds_server_factory: Any, private_redis: Any
+) -> None:
+    """Every step of the shutdown (the handlers, Sanic's wait for HTTP connections, the
+    departures from channels, closing the broker) shares one deadline: a Redis that stopped
+    answering holds none of them past it."""
+    server = feeds_server_factory(private_redis.url, args=["--drain-timeout", "2"])
+    client = await _ws_client(server.ws_url, "hung")
+    assert private_redis.pid is not None and server.pid is not None
+    os.kill(private_redis.pid, signal.SIGSTOP)
+    try:
+        # A publish that waits for Redis: the handler sits in it when the drain starts.
+        await client.send(orjson.dumps({"op": "publish", "channel": "hung", "data": 1}).decode())
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        os.kill(server.pid, signal.SIGTERM)
+        status = await asyncio.to_thread(server.wait, 30)
+        elapsed = time.monotonic() - began
+    finally:
+        os.kill(private_redis.pid, signal.SIGCONT)
+        client.transport.abort()
+    assert status == 0
+    assert elapsed < 2 + 1.5, f"exited {elapsed:.1f}s after SIGTERM with --drain-timeout 2"
+
+
+async def test_while_draining_the_http_api_answers_503_and_closes_keep_alive_connections(
+    feeds_server_factory: Any,
+) -> None:
+    """A publisher whose keep-alive connection is busy when SIGTERM comes (Sanic closes only
+    idle ones) is told to go elsewhere, 503 with ``Connection: close``, instead of being
+    served until Sanic's graceful wait ends; and the process exits in time."""
+    server = feeds_server_factory(args=["--drain-timeout", "3"])
+    # A client that neither reads nor answers the close keeps the drain going for a while.
+    silent = await asyncio.to_thread(_upgrade_and_go_silent, server.port, "/feed/news")
+    publisher = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", server.port), 10)
+    body = orjson.dumps({"channel": "news", "data": "x"})
+    head = (
+        f"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    try:
+        await asyncio.to_thread(publisher.sendall, head + body)
+        assert await asyncio.to_thread(_read_http_answer, publisher) == (200, "keep-alive")
+        # The next publish is on its way (half its body sent) when SIGTERM arrives.
+        await asyncio.to_thread(publisher.sendall, head + body[:5])
+        await asyncio.sleep(0.2)
+        assert server.pid is not None
+        began = time.monotonic()
+        os.kill(server.pid, signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(publisher.sendall, body[5:])
+        assert await asyncio.to_thread(_read_http_answer, publisher) == (503, "close")
+        status = await asyncio.to_thread(server.wait, 15)
+        elapsed = time.monotonic() - began
+    finally:
+        silent.close()
+        publisher.close()
+    assert status == 0
+    assert elapsed < 3 + 1.5, f"exited {elapsed:.1f}s after SIGTERM with --drain-timeout 3"
+
+
+def _read_http_answer(sock: socket.socket) -> tuple[int, str]:
+    """The status and ``Connection`` header of the next HTTP answer on ``sock``."""
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"the connection closed without an answer: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        rest += sock.recv(4096)
+    return int(lines[0].split()[1]), headers.get("connection", "")
+
+
 def _upgrade_and_go_silent(port: int, path: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(
@@ -594,6 +672,7 @@ README_OPTIONS = (
     "quiet-namespaces",
     "join-leave-max",
     "log-level",
+    "demo-page",
 )
 
 

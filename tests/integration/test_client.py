@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 import urllib.request
 from typing import Any
@@ -174,10 +176,35 @@ async def test_when_history_is_lost_the_client_says_not_recovered(
 
     greeted, before, renewed, after = events
     assert isinstance(greeted, Subscribed) and not greeted.resumed
+    assert (greeted.recovered, greeted.was_recovering) == (False, False)
     assert isinstance(before, Publication) and before.data == "before"
     assert isinstance(renewed, Subscribed) and renewed.resumed and renewed.recovered is False
+    assert renewed.was_recovering  # this one lost messages; the greeting did not
     assert isinstance(after, Publication) and after.data == "after"
     assert after.epoch != before.epoch
+
+
+async def test_a_first_subscription_reads_differently_from_a_failed_recovery(
+    feeds_server_factory: Any,
+) -> None:
+    """Both are ``recovered=False``; only the failed recovery has ``was_recovering``, so the
+    README's "messages were lost" branch does not run on a first subscribe."""
+    server = feeds_server_factory()
+    await publish_http(server.url, "news", "old")
+    events: list[Any] = []
+    async with FeedsClient(server.ws_url) as client:
+        first = await client.subscribe("news")
+        lost = await client.subscribe("other", since=StreamPosition(5, "an-epoch-long-gone"))
+        collecting = asyncio.create_task(_collect(client, events))
+        await wait_until(lambda: len(events) == 2, what="the two subscriptions as events")
+        collecting.cancel()
+
+    assert (first.recovered, first.was_recovering) == (False, False)
+    assert (lost.recovered, lost.was_recovering) == (False, True)
+    assert [(e.channel, e.recovered, e.was_recovering) for e in events] == [
+        ("news", False, False),
+        ("other", False, True),
+    ]
 
 
 async def test_a_resubscription_refused_while_the_broker_is_down_is_retried(
@@ -338,3 +365,20 @@ async def test_live_messages_right_after_a_fresh_subscribe_are_not_delivered_aga
     assert _offsets(events, "live") == [2, 3, 4, 5]
     renewed = [e for e in events if isinstance(e, Subscribed) and e.resumed]
     assert len(renewed) == 1 and renewed[0].recovered, renewed
+
+
+async def test_the_close_code_of_a_draining_server_is_reported_as_sent(
+    feeds_server_factory: Any,
+) -> None:
+    """A SIGTERMed server closes with 1001 (going away); the client's iteration of the
+    connection ends quietly on it, as on 1000, which is what was reported before."""
+    server = feeds_server_factory()
+    async with FeedsClient(server.ws_url, backoff_min_s=0.05, backoff_max_s=0.2) as client:
+        await client.subscribe("news")
+        assert client.last_close_code is None
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGTERM)
+        await wait_until(
+            lambda: client.last_close_code is not None, what="the connection's end noticed"
+        )
+        assert client.last_close_code == 1001

@@ -13,7 +13,6 @@ import asyncio
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from tests.support.ws import (
     publish_http,
     recv_event,
     recv_messages,
+    track,
     wait_until,
 )
 
@@ -34,24 +34,10 @@ pytestmark = pytest.mark.integration
 
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-_opened: list[ClientConnection] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_own_websockets() -> AsyncIterator[None]:
-    """Close the clients this module opened without ``open_feed``."""
-    yield
-    while _opened:
-        ws = _opened.pop()
-        try:
-            await asyncio.wait_for(ws.close(), 5)
-        except (TimeoutError, OSError):
-            ws.transport.abort()
-
 
 async def ws_connect(url: str, **kwargs: Any) -> ClientConnection:
     ws = await connect(url, open_timeout=10, **kwargs)
-    _opened.append(ws)
+    track(ws)
     return ws
 
 
@@ -240,8 +226,9 @@ async def test_an_invalid_channel_on_the_http_api_is_400_bad_channel(
 async def test_publishing_too_fast_on_feed_is_rate_limited_then_closed_1008(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
-    # 3 at once, then one every 10 s: everything after the third is over the rate.
-    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "3"])
+    # 4 at once, then one every 10 s: the subscription at connect takes one (subscribes
+    # count with publishes), so everything after the third frame is over the rate.
+    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "4"])
     bystander = await open_feed(server.ws_url, "room")
     violator = await open_feed(server.ws_url, "room")
     for n in range(3):
@@ -269,7 +256,8 @@ async def test_publishing_too_fast_on_feed_is_rate_limited_then_closed_1008(
 async def test_publishing_too_fast_on_ws_is_rate_limited_with_the_id_then_closed_1008(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
-    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "2"])
+    # The subscription takes one of the three, two publishes the rest.
+    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "3"])
     bystander = await open_feed(server.ws_url, "room")
     violator = await open_ws(server.ws_url, "room")
 
@@ -287,7 +275,7 @@ async def test_publishing_too_fast_on_ws_is_rate_limited_with_the_id_then_closed
             replies[event["id"]] = event
     assert [replies[n]["type"] for n in range(3)] == ["ack", "ack", "error"]
     assert replies[2]["code"] == "rate_limited"
-    # Commands other than publish are not rate limited.
+    # Commands other than publish and subscribe are not rate limited.
     await violator.send('{"op": "ping", "id": "p"}')
     assert (await reply_to(violator, "p"))["type"] == "pong"
     for n in range(3, 100):
@@ -337,8 +325,13 @@ async def test_a_client_that_stops_reading_is_closed_1013_past_max_queue_and_rec
     feeds_server_factory: Any, redis_url: str
 ) -> None:
     server = feeds_server_factory(
-        redis_url, args=["--max-queue", "20", "--history-size", "200", "--recovery-max", "200"]
-    )
+        redis_url,
+        args=[
+            "--max-queue", "20", "--history-size", "200", "--recovery-max", "200",
+            # The API takes bodies up to this size: the messages below are 200 KB.
+            "--max-message-bytes", "300000",
+        ],
+    )  # fmt: skip
     status, first = await publish_http(server.url, "busy", "first")
     assert status == 200
     bystander = await open_feed(server.ws_url, "busy")

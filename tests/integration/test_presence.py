@@ -154,7 +154,7 @@ async def test_channel_info_agrees_on_both_instances_after_publishing(
     client_id = await client.subscribe("news")
     for n in range(3):
         ack = await client.command("publish", "news", data=n)
-        assert ack == {"type": "ack", "offset": n + 1, "id": ack["id"]}
+        assert ack == {"type": "ack", "offset": n + 1, "epoch": ack["epoch"], "id": ack["id"]}
     infos = [await channel_info(server, "news") for server in (one, two)]
     assert infos[0] == infos[1]
     assert infos[0]["presence"] == {client_id: {}}

@@ -162,6 +162,8 @@ class Client:
     def __init__(self, ws: Socket) -> None:
         self.ws = ws
         self.backlog: list[dict[str, Any]] = []
+        #: The ``subscribed`` reply of each channel subscribed to, by channel.
+        self.subscribed: dict[str, dict[str, Any]] = {}
 
     async def send(self, command: Any) -> None:
         await self.ws.send(command if isinstance(command, str) else orjson.dumps(command).decode())
@@ -213,14 +215,17 @@ class Client:
     async def subscribe(self, channel: str, **fields: Any) -> dict[str, Any]:
         reply = await self.command(op="subscribe", channel=channel, id=f"sub-{channel}", **fields)
         assert reply["type"] == "subscribed", reply
+        self.subscribed[channel] = reply
         return reply
 
     async def own_id(self, channel: str) -> str:
-        """This client's id, from its own join on ``channel`` (which it must have just
-        subscribed to, alone)."""
-        join = await self.event("join", channel)
-        client: str = join["client"]
-        return client
+        """This client's id, as its ``subscribed`` on ``channel`` said, once its own join
+        came back (others' joins may come first: they are kept for later reads)."""
+        me: str = self.subscribed[channel]["client"]
+        await self.next_matching(
+            lambda e: e["type"] == "join" and e.get("channel") == channel and e["client"] == me
+        )
+        return me
 
     async def assert_alive(self) -> None:
         """The connection still answers commands, and still publishes and delivers."""
@@ -229,7 +234,7 @@ class Client:
         channel = unique("alive")
         await self.subscribe(channel)
         ack = await self.command(op="publish", channel=channel, data="still here", id=probe_id)
-        assert ack == {"type": "ack", "offset": 1, "id": probe_id}
+        assert ack == {"type": "ack", "offset": 1, "epoch": ack["epoch"], "id": probe_id}
         [message] = await self.messages(channel, 1)
         assert message["data"] == "still here"
         assert (await self.command(op="unsubscribe", channel=channel, id=probe_id))["type"] == (
@@ -268,11 +273,13 @@ async def test_subscribe_to_a_new_channel(target: Target) -> None:
         "offset": 0,
         "epoch": reply["epoch"],
         "recovered": False,
+        "client": reply["client"],
         "id": 1,
     }
+    # ``client`` is this connection's own id: its own join says the same.
     join = await client.event("join", channel)
-    assert join == {"type": "join", "channel": channel, "client": join["client"], "info": {}}
-    assert isinstance(join["client"], str) and join["client"]
+    assert join == {"type": "join", "channel": channel, "client": reply["client"], "info": {}}
+    assert isinstance(join["client"], str) and len(join["client"]) == 16
 
 
 async def test_subscribe_to_a_channel_with_history_starts_from_now(target: Target) -> None:
@@ -287,6 +294,7 @@ async def test_subscribe_to_a_channel_with_history_starts_from_now(target: Targe
         "offset": 3,
         "epoch": epoch,
         "recovered": False,
+        "client": reply["client"],
         "id": "s",
     }
     assert await target.publish(channel, {"title": "hello"}) == {"offset": 4, "epoch": epoch}
@@ -346,6 +354,7 @@ async def test_subscribe_with_since_and_epoch_recovers_what_was_missed(target: T
         "offset": 7,
         "epoch": epoch,
         "recovered": True,
+        "client": reply["client"],
         "id": 1,
     }
     await target.publish(channel, "live")
@@ -482,10 +491,14 @@ async def test_publish_is_acked_with_its_offset_and_reaches_subscribers(target: 
         await publisher.command(op="publish", channel=channel, data={"n": n}, id=100 + n)
         for n in range(3)
     ]
-    assert acks == [{"type": "ack", "offset": n + 1, "id": 100 + n} for n in range(3)]
+    epoch = acks[0]["epoch"]
+    assert acks == [
+        {"type": "ack", "offset": n + 1, "epoch": epoch, "id": 100 + n} for n in range(3)
+    ]
     for client in (listener, publisher):
         messages = await client.messages(channel, 3)
         assert [m["offset"] for m in messages] == [1, 2, 3]
+        assert {m["epoch"] for m in messages} == {epoch}
         assert [m["data"] for m in messages] == [{"n": n} for n in range(3)]
         assert {m["client"] for m in messages} == {publisher_id}
         assert all(set(m) == MESSAGE_KEYS for m in messages)
@@ -499,11 +512,8 @@ async def test_publish_without_subscribing(target: Target) -> None:
     listener = await target.connect()
     await listener.subscribe(channel)
     publisher = await target.connect()
-    assert await publisher.command(op="publish", channel=channel, data="hi", id=1) == {
-        "type": "ack",
-        "offset": 1,
-        "id": 1,
-    }
+    ack = await publisher.command(op="publish", channel=channel, data="hi", id=1)
+    assert ack == {"type": "ack", "offset": 1, "epoch": ack["epoch"], "id": 1}
     [message] = await listener.messages(channel, 1)
     assert message["data"] == "hi"
     # The publisher is not subscribed: it gets its ack and nothing else.
@@ -543,7 +553,8 @@ async def test_publish_over_the_rate_limit_is_refused_with_the_id() -> None:
     channel = unique("rate")
     client = await target.connect()
     replies = [await client.command(op="publish", channel=channel, data=n, id=n) for n in range(3)]
-    assert replies[:2] == [{"type": "ack", "offset": n + 1, "id": n} for n in range(2)]
+    acks = [(r["type"], r["offset"], r["id"]) for r in replies[:2]]
+    assert acks == [("ack", 1, 0), ("ack", 2, 1)]
     assert (replies[2]["type"], replies[2]["code"], replies[2]["id"]) == (
         "error",
         "rate_limited",
@@ -554,7 +565,7 @@ async def test_publish_over_the_rate_limit_is_refused_with_the_id() -> None:
     assert await client.command(op="ping", id="p") == {"type": "pong", "id": "p"}
     await asyncio.sleep(0.6)
     ack = await client.command(op="publish", channel=channel, data="later", id="later")
-    assert ack == {"type": "ack", "offset": 3, "id": "later"}
+    assert ack == {"type": "ack", "offset": 3, "epoch": replies[0]["epoch"], "id": "later"}
     await client.ws.close()
     await node.stop()
 
@@ -679,7 +690,7 @@ async def test_history_of_an_empty_channel(target: Target) -> None:
     }
     # The epoch of an empty channel is the one its first publish gets and subscribers see.
     ack = await client.command(op="publish", channel=channel, data="first", id=2)
-    assert ack == {"type": "ack", "offset": 1, "id": 2}
+    assert ack == {"type": "ack", "offset": 1, "epoch": reply["epoch"], "id": 2}
     assert (await client.subscribe(channel))["epoch"] == reply["epoch"]
 
 

@@ -105,6 +105,10 @@ class FakeWebSocket:
         assert self.io_proto is not None and self.io_proto.transport is not None
         return self.io_proto.transport
 
+    @property
+    def close_code_sent(self) -> int | None:
+        return self.close_code
+
     def feed(self, frame: str | bytes | None) -> None:
         """A frame from the client; None: the client went away."""
         self._inbox.put_nowait(frame)

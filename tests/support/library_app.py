@@ -15,6 +15,9 @@ would. ``--max-message-bytes N`` is passed to ``Feeds`` as a keyword option.
 ``--broken-channel NAME`` makes every publish on NAME raise ``RuntimeError`` inside the
 server, as a bug would: for tests of how a connection's unexpected error is contained. The
 app then hands ``Feeds`` a broker object of its own (``Feeds(app, broker=<Broker>)``).
+``--cookie-auth`` turns identity on with the README's ``authenticate`` hook: the ``session``
+cookie names a user of ``SESSIONS``, who may read ``news`` and their own ``user:<name>``
+and publish on ``chat:*``; ``POST /login/<name>`` sets that cookie.
 """
 
 from __future__ import annotations
@@ -27,16 +30,41 @@ from typing import Any
 from sanic import Request, Sanic, json
 from sanic.response import HTTPResponse
 
-from sanic_feeds import Broker, Feeds, create_broker
+from sanic_feeds import Broker, Feeds, Identity, create_broker
 
-__all__ = ["build_app", "main"]
+__all__ = ["SESSIONS", "build_app", "main"]
+
+#: session id -> user name: the app's own session store.
+SESSIONS: dict[str, str] = {}
+
+
+async def authenticate(request: Request) -> Identity | None:
+    """The README's cookie example."""
+    user = SESSIONS.get(request.cookies.get("session", ""))
+    if user is None:
+        return None
+    return Identity(
+        user,
+        info={"name": user.title()},
+        subscribe=["news", "user:$sub"],
+        publish=["chat:*"],
+    )
 
 
 def build_app(
-    broker: Broker | str, url_prefix: str = "", **options: Any
+    broker: Broker | str, url_prefix: str = "", cookie_auth: bool = False, **options: Any
 ) -> tuple[Sanic[Any, Any], Feeds]:
     app: Sanic[Any, Any] = Sanic("library_app")
-    feeds = Feeds(app, broker=broker, url_prefix=url_prefix, **options)
+    hook = authenticate if cookie_auth else None
+    feeds = Feeds(app, broker=broker, url_prefix=url_prefix, authenticate=hook, **options)
+
+    @app.post("/login/<name:str>")
+    async def login(request: Request, name: str) -> HTTPResponse:
+        session = f"s-{name}-{len(SESSIONS)}"
+        SESSIONS[session] = name
+        reply = json({"session": session})
+        reply.add_cookie("session", session, secure=False)
+        return reply
 
     if url_prefix:
 
@@ -85,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url-prefix", default="")
     parser.add_argument("--max-message-bytes", type=int)
     parser.add_argument("--broken-channel")
+    parser.add_argument("--cookie-auth", action="store_true")
     args = parser.parse_args(argv)
     options = {}
     if args.max_message_bytes is not None:
@@ -92,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     broker: Broker | str = args.broker
     if args.broken_channel:
         broker = broken_channel_broker(args.broker, args.broken_channel)
-    app, _ = build_app(broker, args.url_prefix, **options)
+    app, _ = build_app(broker, args.url_prefix, args.cookie_auth, **options)
     app.run(host=args.host, port=args.port, single_process=True, access_log=False, motd=False)
     return 0
 

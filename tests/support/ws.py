@@ -19,10 +19,17 @@ __all__ = [
     "ready_is",
     "recv_event",
     "recv_messages",
+    "track",
     "wait_until",
 ]
 
 _opened: list[ClientConnection] = []
+
+
+def track(ws: ClientConnection) -> ClientConnection:
+    """Have ``close_all`` (run after every integration test) close ``ws`` too."""
+    _opened.append(ws)
+    return ws
 
 
 async def close_all() -> None:

@@ -87,3 +87,46 @@ def test_subscribed_and_error_echo_the_command_id() -> None:
     error = orjson.loads(encode_error(ErrorCode.BAD_CHANNEL, "no", 9))
     assert error == {"type": "error", "code": "bad_channel", "message": "no", "id": 9}
     assert "id" not in orjson.loads(encode_error(ErrorCode.BAD_REQUEST, "no"))
+
+
+def nested(depth: int) -> object:
+    """``depth`` arrays inside one another."""
+    value: object = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_data_nested_up_to_the_limit_passes_and_deeper_is_a_bad_request() -> None:
+    from sanic_feeds.codec import MAX_DATA_DEPTH, check_data
+    from sanic_feeds.errors import BadRequest
+
+    check_data(nested(MAX_DATA_DEPTH))
+    # What passes fits every event that carries data: the deepest is a history reply.
+    orjson.dumps({"type": "history", "messages": [{"data": nested(MAX_DATA_DEPTH)}]})
+    for depth in (MAX_DATA_DEPTH + 1, 254, 255, 1023):
+        with pytest.raises(BadRequest, match="deeper"):
+            check_data(nested(depth))
+    with pytest.raises(BadRequest, match="not JSON"):
+        check_data({1: "a non-string key"})
+
+
+def test_a_feed_frame_nested_too_deep_is_a_bad_request_not_a_crash() -> None:
+    from sanic_feeds.errors import BadRequest
+
+    with pytest.raises(BadRequest):
+        data_from_client_text("[" * 300 + "]" * 300)
+    assert data_from_client_text("[" * 2000) == ("[" * 2000, None)  # not JSON: a string
+
+
+def test_subscribed_carries_the_connections_own_id_when_given() -> None:
+    event = orjson.loads(encode_subscribed("n", StreamPosition(3, "e"), True, 7, client="c1"))
+    assert event == {
+        "type": "subscribed",
+        "channel": "n",
+        "offset": 3,
+        "epoch": "e",
+        "recovered": True,
+        "client": "c1",
+        "id": 7,
+    }

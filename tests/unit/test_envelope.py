@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from sanic_feeds.brokers.base import InstanceStatus
 from sanic_feeds.brokers.envelope import (
     MalformedPayload,
     decode_envelope,
     decode_payload,
+    decode_status,
     encode_envelope,
     encode_membership,
+    encode_status,
 )
 from sanic_feeds.events import Join, Leave, Publication
 
@@ -38,3 +41,19 @@ def test_join_and_leave_round_trip(event: Join | Leave) -> None:
 def test_a_malformed_payload_is_refused_with_one_error(payload: bytes) -> None:
     with pytest.raises(MalformedPayload, match="news"):
         decode_payload("news", payload)
+
+
+def test_an_instance_status_round_trips() -> None:
+    status = InstanceStatus("i1", "http://h:1", 42, "0.1.0", 12.5, 3, 4, 2)
+    assert decode_status(encode_status(status)) == status
+
+
+def test_a_status_from_another_version_keeps_what_this_one_knows() -> None:
+    newer = b'{"id": "i2", "connections": 7, "shards": 3}'
+    assert decode_status(newer) == InstanceStatus("i2", connections=7)
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"address": "no id"}'])
+def test_a_status_this_version_cannot_read_is_malformed(payload: bytes) -> None:
+    with pytest.raises(MalformedPayload):
+        decode_status(payload)

@@ -13,7 +13,7 @@ from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.events import Join, Publication, StreamPosition
 from sanic_feeds.server.hub import Hub
 from sanic_feeds.server.outbox import Flusher, Outbox
-from tests.support.fakes import FakeProtocol, payloads
+from tests.support.fakes import FakeProtocol, FakeTransport, payloads
 
 
 class Client:
@@ -119,6 +119,72 @@ async def test_concurrent_joins_and_leaves_never_leave_a_member_without_subscrip
     await settle()
     assert [e["data"] for e in stayer.events()] == [1]
     assert len(broker.subscribes) == len(broker.unsubscribes) + 1
+
+
+class GatedBroker(MemoryBroker):
+    """A memory broker whose unsubscribe waits for ``gate``: Redis answering slowly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.unsubscribing = asyncio.Event()
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.unsubscribing.set()
+        await self.gate.wait()
+        await super().unsubscribe(channel)
+
+
+async def test_defect4_a_join_while_the_last_leave_unsubscribes_ends_up_subscribed() -> None:
+    """The pattern's destroy-versus-join race, made deterministic: the last subscriber's
+    leave is inside the broker's unsubscribe when a new subscriber joins."""
+    broker = GatedBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    leaver, joiner = Client(hub), Client(hub)
+    await hub.subscribe("race", leaver.outbox, WireFormat.JSON)
+    leaving = asyncio.create_task(hub.unsubscribe("race", leaver.outbox))
+    await broker.unsubscribing.wait()
+    joining = asyncio.create_task(hub.subscribe("race", joiner.outbox, WireFormat.JSON))
+    await settle()
+    broker.gate.set()
+    await asyncio.gather(leaving, joining)
+    await broker.publish("race", "after the race")
+    await settle()
+    assert [e["data"] for e in joiner.events()] == ["after the race"]
+    assert hub.local_subscribers("race") == 1
+    await hub.close()
+
+
+class DeadTransport(FakeTransport):
+    """A socket that died under the server: every write raises, as a reset one does."""
+
+    def write(self, data: Any) -> None:
+        raise ConnectionResetError("connection reset by peer")
+
+
+async def test_defect5_sockets_dying_mid_fanout_do_not_end_the_channel(setup: Any) -> None:
+    """The pattern awaited each client's send in turn, inside the receiver task: the first
+    dead socket raised there and ended fan-out for the whole channel. Half the subscribers
+    here have sockets that fail on write, interleaved with healthy ones."""
+    broker, hub = setup
+    clients = [Client(hub) for _ in range(20)]
+    doomed = clients[::2]
+    for client in doomed:
+        client.protocol.transport = DeadTransport()
+    for client in clients:
+        await hub.subscribe("fragile", client.outbox, WireFormat.JSON)
+    for n in range(5):
+        await broker.publish("fragile", n)
+        await settle()
+    for client in clients[1::2]:
+        assert [e["data"] for e in client.events()] == [0, 1, 2, 3, 4]
+    assert all(client.outbox.closed for client in doomed)
+    late = Client(hub)
+    await hub.subscribe("fragile", late.outbox, WireFormat.JSON)
+    await broker.publish("fragile", "late")
+    await settle()
+    assert [e["data"] for e in late.events()] == ["late"]
 
 
 async def test_publications_are_encoded_once_per_format_and_reach_each_format(
@@ -348,3 +414,104 @@ async def test_join_and_leave_stop_above_the_announce_limit_but_messages_do_not(
 
 def test_publication_raw_text_default() -> None:
     assert Publication("c", 1, "e", "x").raw_text == "x"
+
+
+class SlowHistoryBroker(MemoryBroker):
+    """A memory broker whose history reads take a while (a Redis round trip, made
+    visible), counting them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history_reads = 0
+
+    async def history(self, channel: str, since: int | None, limit: int) -> Any:
+        self.history_reads += 1
+        await asyncio.sleep(0.02)
+        return await super().history(channel, since, limit)
+
+
+async def test_concurrent_recoveries_of_a_channel_share_one_history_read() -> None:
+    """Clients moving to this instance at once (their own died) each recover what they
+    missed; they used to queue behind one lock, one history read each."""
+    broker = SlowHistoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=100)
+    await broker.start(hub)
+    holder = Client(hub)
+    position, _ = await hub.subscribe("moved", holder.outbox, WireFormat.JSON)
+    for n in range(60):
+        await broker.publish("moved", n)
+    await settle()
+    epoch = position.epoch
+    movers = [Client(hub) for _ in range(30)]
+    results = await asyncio.gather(
+        *(
+            hub.subscribe(
+                "moved", mover.outbox, WireFormat.JSON, since=StreamPosition(30 + n, epoch)
+            )
+            for n, mover in enumerate(movers)
+        )
+    )
+    assert all(recovered for _, recovered in results)
+    for n, mover in enumerate(movers):
+        assert [e["offset"] for e in mover.events()] == list(range(31 + n, 61))
+    assert broker.history_reads <= 2, broker.history_reads
+    await hub.close()
+
+
+async def test_a_recovery_is_not_promised_from_an_epoch_the_broker_no_longer_has() -> None:
+    """The broker lost the channel's history (a Redis restart without persistence) and
+    nothing told this instance yet: a client up to date with the old epoch used to be told
+    ``recovered: true``, then closed once the instance noticed. It is told to try again,
+    and its retry, once the instance caught up, says the truth."""
+    broker = MemoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    member = Client(hub)
+    await hub.subscribe("lost", member.outbox, WireFormat.JSON)
+    await broker.publish("lost", "before")
+    await settle()
+    old = StreamPosition(1, member.events()[0]["epoch"])
+    broker._logs.clear()  # the broker forgets the channel: its next read starts a new epoch
+    comer = Client(hub)
+    with pytest.raises(BrokerUnavailable):
+        await hub.subscribe("lost", comer.outbox, WireFormat.JSON, since=old)
+    await settle()
+    assert member.aborted  # the instance caught up: its clients of the old epoch resubscribe
+    position, recovered = await hub.subscribe("lost", comer.outbox, WireFormat.JSON, since=old)
+    assert not recovered and position.epoch != old.epoch
+    await broker.publish("lost", "after")
+    await settle()
+    assert [e["data"] for e in comer.events()] == ["after"]
+    await hub.close()
+def deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_publication_that_cannot_be_written_does_not_break_its_channel(
+    setup: Any,
+) -> None:
+    """Brokers refuse data nested too deep (check_data), but a foreign publisher may not:
+    the hub drops that one publication (logged) and the channel goes on, live and healed."""
+    broker, hub = setup
+    json_client, raw_client = Client(hub), Client(hub)
+    await hub.subscribe("deep", json_client.outbox, WireFormat.JSON)
+    await hub.subscribe("deep", raw_client.outbox, WireFormat.RAW)
+    position = await broker.position("deep")
+    hub.on_event(Publication("deep", 1, position.epoch, deep(300)))
+    hub.on_event(Publication("deep", 2, position.epoch, "after"))
+    await settle()
+    assert [e["data"] for e in json_client.events()] == ["after"]
+    assert not json_client.aborted and not raw_client.aborted
+    # A batch (healing, recovery) skips it too.
+    hub._deliver_all(
+        hub._channels["deep"],
+        [
+            Publication("deep", 3, position.epoch, deep(300)),
+            Publication("deep", 4, position.epoch, 4),
+        ],
+    )
+    await settle()
+    assert [e["data"] for e in json_client.events()] == ["after", 4]

@@ -3,8 +3,8 @@
 - No import cycle among the package's modules, counting every import: at module level,
   under ``if TYPE_CHECKING:`` and inside functions.
 - Only the web edge imports Sanic (``server/extension.py``, ``server/api.py``,
-  ``server/app.py``): the domain, the codec, the brokers, the clients and the Node run
-  without it.
+  ``server/app.py``, ``server/static.py``): the domain, the codec, the brokers, the clients
+  and the Node run without it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ import sanic_feeds
 
 PACKAGE_DIR = Path(sanic_feeds.__file__).parent
 WEB_EDGE = frozenset(
-    {"sanic_feeds.server.extension", "sanic_feeds.server.api", "sanic_feeds.server.app"}
+    {
+        "sanic_feeds.server.extension",
+        "sanic_feeds.server.api",
+        "sanic_feeds.server.app",
+        # Sanic routes and responses for feeds.js and the demo page (what: server/assets.py).
+        "sanic_feeds.server.static",
+    }
 )
 
 
@@ -133,6 +139,28 @@ def test_only_the_web_edge_imports_sanic() -> None:
         )
     }
     assert importers == WEB_EDGE
+
+
+def test_serve_imports_nothing_of_the_bench() -> None:
+    code = (
+        "import sys\n"
+        "from sanic_feeds.cli import build_parser\n"
+        "build_parser().parse_args(['serve', '--port', '8001'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('sanic_feeds.bench'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_serve_imports_nothing_of_the_drill() -> None:
+    code = (
+        "import sys\n"
+        "from sanic_feeds.cli import build_parser\n"
+        "build_parser().parse_args(['serve', '--port', '8001'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('sanic_feeds.drill'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_publishing_and_subscribing_processes_load_no_sanic() -> None:

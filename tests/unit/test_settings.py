@@ -36,7 +36,7 @@ def test_command_line_beats_environment_beats_config_file(tmp_path: Path) -> Non
 
 
 def test_the_config_file_may_use_a_feeds_table_and_field_names(tmp_path: Path) -> None:
-    path = config(tmp_path, '[feeds]\nport = 9\nmax_queue = 50\nhistory-ttl = 60\n')
+    path = config(tmp_path, "[feeds]\nport = 9\nmax_queue = 50\nhistory-ttl = 60\n")
     settings = load_settings({}, env={}, config_file=path)
     assert (settings.port, settings.max_queue, settings.history_ttl_s) == (9, 50, 60)
 
@@ -77,6 +77,7 @@ def test_environment_values_are_coerced_to_the_field_type(
         ({"max_queue": "0"}, {}, None, "--max-queue must be greater than 0"),
         ({"history_size": "-1"}, {}, None, "--history-size must not be negative"),
         ({"log_level": "loud"}, {}, None, "--log-level must be"),
+        ({}, {"FEEDS_LOG_FORMAT": "xml"}, None, "--log-format must be text or json"),
     ],
 )  # fmt: skip
 def test_a_bad_value_names_its_flag_and_its_source(
@@ -99,3 +100,13 @@ def test_flags_and_variables_keep_their_names_without_the_unit_suffix() -> None:
         "FEEDS_HISTORY_TTL",
     )
     assert (flag_of("max_queue"), env_of("max_queue")) == ("--max-queue", "FEEDS_MAX_QUEUE")
+
+
+@pytest.mark.parametrize(
+    ("env", "counted"),
+    [({}, True), ({"FEEDS_METRICS": "0"}, False), ({"FEEDS_METRICS": "false"}, False),
+     ({"FEEDS_METRICS": "1"}, True)],
+)  # fmt: skip
+def test_metrics_are_on_unless_turned_off(env: dict[str, str], counted: bool) -> None:
+    assert load_settings({}, env=env).metrics is counted
+    assert load_settings({"metrics": "0" if counted else "1"}, env=env).metrics is not counted

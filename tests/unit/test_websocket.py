@@ -32,6 +32,8 @@ class FakeTransport(asyncio.Transport):
         self.aborted = False
         self.reading = True
         self.eof_written = False
+        #: What the peer has not read yet, as the transport counts it.
+        self.buffered = 0
 
     def write(self, data: Any) -> None:
         self.written.append(bytes(data))
@@ -58,7 +60,10 @@ class FakeTransport(asyncio.Transport):
         self.reading = True
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (16_384, 65_536)
 
 
 class FakeIOProtocol:
@@ -92,11 +97,16 @@ class Peer:
 
 
 def open_socket(
-    keepalive: Keepalive | None = None, max_message_bytes: int = 1024
+    keepalive: Keepalive | None = None, max_message_bytes: int = 1024, max_queue: int = 1000
 ) -> tuple[ServerWebSocket, FakeIOProtocol, Peer]:
     io_proto = FakeIOProtocol()
     ws = accept(
-        io_proto, "/ws", HANDSHAKE, max_message_bytes=max_message_bytes, keepalive=keepalive
+        io_proto,
+        "/ws",
+        HANDSHAKE,
+        max_message_bytes=max_message_bytes,
+        keepalive=keepalive,
+        max_queue=max_queue,
     )
     assert isinstance(ws, ServerWebSocket)
     assert io_proto.websocket is ws
@@ -148,6 +158,7 @@ async def test_invalid_utf8_closes_1007() -> None:
     assert await ws.recv() is None
     [close] = peer.received()
     assert Close.parse(close.data).code == 1007
+    assert ws.close_code_sent == 1007
     transport = io_proto.transport
     assert transport is not None and not transport.closing  # the peer answers first
     ws.data_received(peer.send(lambda p: None))  # its answer to the close frame
@@ -160,7 +171,9 @@ async def test_start_closing_waits_for_the_peers_answer_before_closing_tcp() -> 
     ws, io_proto, peer = open_socket()
     waiting = asyncio.create_task(ws.recv())
     await asyncio.sleep(0)
+    assert ws.close_code_sent is None
     ws.start_closing(1008, "too fast")
+    assert ws.close_code_sent == 1008
     assert await waiting is None
     transport = io_proto.transport
     assert transport is not None and not transport.closing
@@ -180,6 +193,7 @@ async def test_a_frame_over_the_limit_closes_1009() -> None:
     assert await ws.recv() is None
     [close] = peer.received()
     assert Close.parse(close.data).code == 1009
+    assert ws.close_code_sent == 1009  # the protocol's own close counts as ours
 
 
 async def test_a_ping_is_answered_with_a_pong() -> None:
@@ -198,6 +212,8 @@ async def test_a_close_frame_is_answered_the_tcp_connection_closed_and_recv_ends
     [close] = peer.received()
     assert Close.parse(close.data).code == 1000
     assert io_proto.transport is not None and io_proto.transport.closing
+    # An answer to the peer's close is not a close the server started.
+    assert ws.close_code_sent is None
 
 
 async def test_fail_connection_sends_the_code_closes_at_once_and_wakes_recv() -> None:
@@ -391,3 +407,39 @@ def test_text_frame_header_for_every_length_class(size: int) -> None:
     assert frame.endswith(payload)
     header = len(frame) - size
     assert header == (2 if size < 126 else 4 if size < 65536 else 10)
+
+
+async def test_a_peer_that_pings_without_reading_the_pongs_is_closed_1013() -> None:
+    """Pongs bypass the outbox: unbounded, a ping flood that never reads grew the server by
+    hundreds of MB. Past max_queue pongs behind a full transport buffer, it is closed."""
+    ws, io_proto, peer = open_socket(max_queue=5)
+    transport = io_proto.transport
+    assert transport is not None
+    # While the peer reads, pings are answered and nothing counts.
+    for _ in range(20):
+        ws.data_received(peer.send(lambda p: p.send_ping(b"x")))
+    assert not transport.closing
+    transport.buffered = 10**6  # now it stops reading
+    for _ in range(5):
+        ws.data_received(peer.send(lambda p: p.send_ping(b"x")))
+    assert not transport.closing
+    ws.data_received(peer.send(lambda p: p.send_ping(b"x")))
+    assert transport.closing
+    assert ws.ws_proto.close_sent is not None and ws.ws_proto.close_sent.code == 1013
+    # Nothing more is written into a transport that is closing.
+    written = len(transport.written)
+    ws.data_received(peer.send(lambda p: p.send_ping(b"x")))
+    assert len(transport.written) == written
+
+
+async def test_a_peer_that_catches_up_starts_counting_afresh() -> None:
+    ws, io_proto, peer = open_socket(max_queue=3)
+    transport = io_proto.transport
+    assert transport is not None
+    for _ in range(10):
+        transport.buffered = 10**6
+        for _ in range(3):
+            ws.data_received(peer.send(lambda p: p.send_ping(b"x")))
+        transport.buffered = 0
+        ws.data_received(peer.send(lambda p: p.send_ping(b"x")))
+    assert not transport.closing

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import secrets
 import sys
@@ -23,7 +24,7 @@ from .report import ProgressLine, format_table, json_lines, write_plot
 from .results import RunResult, median_result, with_ratio
 from .runner import Target, run_once
 from .scenarios import CHANNEL_NAMESPACE, RunPlan, Scenario, ScenarioConfig, plan_run
-from .spawn import DEFAULT_REFERENCE_SCRIPT, ServerGroup
+from .spawn import REFERENCE_MODULE, ServerGroup
 from .stats import LatencyHistogram
 
 __all__ = ["add_bench_arguments", "run_bench"]
@@ -33,6 +34,9 @@ COMPARE = "compare"
 
 #: Exit statuses.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCORRECT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: How to get the bench's optional dependencies (pyproject's ``bench`` extra).
+INSTALL_EXTRA = "pip install 'sanic-feeds[bench]'"
 
 _DESCRIPTION = """\
 Drive a sanic-feeds deployment over real WebSockets and measure it: delivered
@@ -48,7 +52,9 @@ scenarios:
            disconnect per second, messages flowing; loss counts only those
            that stayed
   compare  run SCENARIO (default fanout) against the target and the reference
-           server, interleaved, and print the ratio (same as --with-reference)
+           server, interleaved, and print the ratio (same as --with-reference);
+           --spawn N --baseline-arg ARG compares with N instances run with ARG
+           instead
 
 Subscribers connect to /feed/<channel> and wait for "subscribed"; the publisher
 sends text frames on its own /feed/<channel> socket. Each message carries its
@@ -68,21 +74,29 @@ machine; a target that comes close to it is measuring the bench, not itself.
 
 targets: --url (repeatable; subscribers are spread round-robin), --spawn N
 (sanic-feeds serve on free ports, with --rate-limit 0 and, unless --joins,
---quiet-namespaces bench), or --target reference (bench/reference_server.py).
+--quiet-namespaces bench), or --target reference (python -m
+sanic_feeds.bench.reference_server, which --with-reference also starts).
 A server started by hand must run with --rate-limit 0, or the publisher is
 refused. Loss is counted --drain seconds after the last publish. RSS per
 connection is the server's growth while the run's connections opened: measure
 it on a fresh server, since memory an earlier run freed is reused silently.
 
+extra dependencies (pip install 'sanic-feeds[bench]'): psutil measures the
+servers' memory and CPU; idle and --server-pid need it, other runs go on
+without it and print '-' and a note. matplotlib is needed by --plot only.
+
 examples:
   sanic-feeds bench fanout --spawn 1 --subscribers 1000 --rate max --duration 5
   sanic-feeds bench rooms --spawn 2 --broker redis://127.0.0.1:6379/0 --json
   sanic-feeds bench compare fanout --url ws://127.0.0.1:8000 --server-pid 1234
+  sanic-feeds bench fanout --spawn 2 --broker redis://127.0.0.1:6379/0 --rate 100 \
+      --repeat 3 --baseline-arg=--metrics=0     # what counting metrics costs
   sanic-feeds bench idle --spawn 1 --connections 5000
   sanic-feeds bench churn --target reference --stay 500 --churn-rate 100
 
-exit status: 0 done, 1 the run failed (message on stderr), 2 bad options,
-3 with --strict: a message was lost, misrouted or duplicated."""
+exit status: 0 done, 1 the run failed or needs a missing dependency (message
+on stderr), 2 bad options, 3 with --strict: a message was lost, misrouted or
+duplicated."""
 
 
 class _UsageError(BenchError):
@@ -182,7 +196,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--target",
         choices=["feeds", "reference"],
         default="feeds",
-        help="feeds (default) or reference: bench/reference_server.py, spawned "
+        help=f"feeds (default) or reference: python -m {REFERENCE_MODULE}, spawned "
         "unless --url points at one",
     )
     target.add_argument(
@@ -201,6 +215,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra argument for each spawned 'serve' (repeat; e.g. --server-arg=--max-queue=5000)",
     )
     target.add_argument(
+        "--baseline-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="with --spawn: also spawn as many instances with this extra 'serve' argument "
+        "(repeat), run them interleaved with the target and print the ratio to them, "
+        "e.g. --baseline-arg=--metrics=0",
+    )
+    target.add_argument(
         "--joins",
         action="store_true",
         help="let spawned instances announce joins and leaves on the bench's channels",
@@ -208,9 +231,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--reference-server",
         type=Path,
-        default=DEFAULT_REFERENCE_SCRIPT,
-        metavar="PATH",
-        help="the reference server script (default: bench/reference_server.py of the checkout)",
+        metavar="FILE",
+        help=f"run this script as the reference server instead of python -m {REFERENCE_MODULE} "
+        "(it gets --port PORT and must listen on 127.0.0.1)",
     )
     target.add_argument(
         "--with-reference",
@@ -375,7 +398,8 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run the invocation ``args`` describes; return the exit status.
 
     Errors a user can act on are printed as one line on stderr (status 1,
-    2 for options that do not go together); results go to stdout.
+    also for a missing optional dependency the options need; 2 for options
+    that do not go together); results go to stdout.
     """
     try:
         return _run(args)
@@ -442,6 +466,16 @@ def _check_target_options(args: argparse.Namespace, compare: bool) -> None:
         )
     if compare and args.target == "reference":
         raise _UsageError("the target is already the reference server: nothing to compare")
+    spawns_reference = compare or (args.target == "reference" and not args.url)
+    script = args.reference_server
+    if spawns_reference and script is not None and not script.is_file():
+        raise _UsageError(f"--reference-server: no file {script}")
+    if args.baseline_arg and not args.spawn:
+        raise _UsageError("--baseline-arg goes with --spawn: the baseline instances are spawned")
+    if args.baseline_arg and compare:
+        raise _UsageError(
+            "compare against the reference server or against --baseline-arg instances, not both"
+        )
     if not args.ceiling and args.target == "feeds" and not args.url and not args.spawn:
         raise _UsageError(
             "say what to measure: --url ws://HOST:PORT (repeat for several instances), "
@@ -455,6 +489,29 @@ def _check_target_options(args: argparse.Namespace, compare: bool) -> None:
                 "published on one instance never reaches the others; use --broker "
                 "redis://HOST:PORT/DB"
             )
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (matplotlib takes a while)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def _check_dependencies(args: argparse.Namespace, scenario: Scenario) -> None:
+    """Fail before any server starts when the options need a dependency that
+    is missing: finding out after a whole run would waste it.
+
+    Only ``--plot`` needs matplotlib, and only ``idle`` (whose figure is the
+    servers' memory) and ``--server-pid`` need psutil; every other run goes
+    without psutil and says in a note what it could not measure (:mod:`.probe`).
+    """
+    if args.plot is not None and not _installed("matplotlib"):
+        raise BenchError(f"--plot needs matplotlib: {INSTALL_EXTRA}")
+    if _installed("psutil"):
+        return
+    if scenario is Scenario.IDLE:
+        raise BenchError(f"idle measures server memory and needs psutil: {INSTALL_EXTRA}")
+    if args.server_pid:
+        raise BenchError(f"--server-pid needs psutil to measure the servers: {INSTALL_EXTRA}")
 
 
 def _default_timeout_s(config: ScenarioConfig, runs: int) -> float:
@@ -491,6 +548,19 @@ def _start_targets(
         )
         label = "feeds" + (f"({count})" if count > 1 else "")
         main = Target(label, tuple(s.url for s in started), tuple(s.pid for s in started))
+    if args.baseline_arg:
+        # The same instances with one difference, to measure what it costs.
+        progress.message(
+            f"starting {args.spawn} baseline instance(s): {' '.join(args.baseline_arg)}"
+        )
+        baseline = servers.start_feeds(
+            args.spawn,
+            args.broker,
+            announce_joins=args.joins,
+            extra_args=[*args.server_arg, *args.baseline_arg],
+        )
+        label = f"{main.label} {' '.join(args.baseline_arg)}"
+        return main, Target(label, tuple(s.url for s in baseline), tuple(s.pid for s in baseline))
     if not compare:
         return main, None
     progress.message("starting the reference server")
@@ -501,8 +571,10 @@ def _start_targets(
 def _run(args: argparse.Namespace) -> int:
     config, compare = _config(args)
     _check_target_options(args, compare)
+    compare = compare or bool(args.baseline_arg)
     if args.plot is not None and args.plot.parent and not args.plot.parent.is_dir():
         raise _UsageError(f"--plot: no directory {args.plot.parent}")
+    _check_dependencies(args, config.scenario)
     runs = args.repeat * (2 if compare else 1)
     deadline = Deadline(args.timeout or _default_timeout_s(config, runs))
     progress = ProgressLine(enabled=not args.quiet)

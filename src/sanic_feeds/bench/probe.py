@@ -2,7 +2,10 @@
 
 psutil is optional (``pip install 'sanic-feeds[bench]'``): without it, or
 without known PIDs, :class:`ServerProbe` measures nothing and says why in
-:attr:`ServerProbe.unavailable`, which the report prints as a note.
+:attr:`ServerProbe.unavailable`, which the report prints as a note. (The
+command line refuses to start ``idle`` and ``--server-pid`` runs without
+psutil: this measurement is what they are for.) psutil is imported only
+here, in the bench's parent process.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class ServerProbe:
         except ImportError:
             self.unavailable = (
                 "server RSS and CPU not measured: psutil is not installed "
-                "(pip install psutil, or pip install 'sanic-feeds[bench]')"
+                "(pip install 'sanic-feeds[bench]')"
             )
             return
         self._psutil = psutil

@@ -159,8 +159,9 @@ def format_table(results: Sequence[RunResult]) -> str:
     lines += [f"note: {note}" for note in notes]
     if compared:
         lines.append(
-            "vs ref: delivered/s as a multiple of the reference server's in the same "
-            "invocation (idle: RSS per connection as a multiple of the reference's)"
+            "vs ref: delivered/s as a multiple of the reference's (the reference server, or "
+            "the --baseline-arg instances) in the same invocation (idle: RSS per connection "
+            "as a multiple of the reference's)"
         )
     return "\n".join(lines)
 
@@ -175,9 +176,8 @@ def write_plot(path: Path, series: Mapping[str, LatencyHistogram], title: str) -
     try:
         import matplotlib
     except ImportError:
-        raise BenchError(
-            "--plot needs matplotlib: pip install matplotlib (or 'sanic-feeds[bench]')"
-        ) from None
+        # The command line checks this before the run; here for other callers.
+        raise BenchError("--plot needs matplotlib: pip install 'sanic-feeds[bench]'") from None
     matplotlib.use("Agg")
     from matplotlib import pyplot
 

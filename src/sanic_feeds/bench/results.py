@@ -1,17 +1,20 @@
-"""The outcome of one run (a row of the report), medians of repeated runs,
-and ratios to the reference server. Pure values, no I/O."""
+"""The outcome of one run (a row of the report), how it is computed from what
+the load-generator processes report, medians of repeated runs, and ratios to
+the reference server. Pure values and arithmetic, no I/O."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ipc import ChurnTally
-from .stats import LatencyHistogram, median
+from .ipc import ChurnTally, WorkerResult
+from .probe import ServerSample
+from .scenarios import RunPlan, Scenario
+from .stats import LatencyHistogram, count_lost, median, merge_tallies
 
-__all__ = ["RunResult", "headline", "median_result", "with_ratio"]
+__all__ = ["RunResult", "headline", "median_result", "merge_worker_results", "with_ratio"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,136 @@ def _churn_json(churn: ChurnTally | None) -> dict[str, Any] | None:
     }
 
 
+def merge_worker_results(
+    plan: RunPlan,
+    workers: Sequence[WorkerResult],
+    published: Mapping[int, int],
+    *,
+    target: str,
+    urls: tuple[str, ...],
+    run: int,
+    subscribe_s: float,
+    memory: tuple[ServerSample | None, ServerSample | None] = (None, None),
+    cpu: tuple[ServerSample | None, ServerSample | None] = (None, None),
+    publishing: tuple[int | None, int | None] = (None, None),
+    probe_note: str | None = None,
+) -> RunResult:
+    """The :class:`RunResult` of one run: what every load-generator process of
+    ``plan`` reported (``workers``), summed, and the parent's own measurements.
+
+    ``published`` is messages published by channel index, over all
+    processes; ``target``, ``urls`` and ``run`` label the row. The parent's
+    measurements: ``subscribe_s``, the time every connection took to get
+    ``subscribed``; ``memory``, server samples before the connections opened
+    and once they were open (idle: at the end of holding); ``cpu``, samples
+    around publishing and draining; ``publishing``, the wall clock
+    (``time.time_ns``) of the first publish and of the end of the last;
+    ``probe_note``, why the server was not measured, if it was not. A
+    ``None`` where a measurement is missing leaves its figures ``None``.
+
+    How the figures follow (staying subscribers only, except where said):
+
+    - ``delivered``: first deliveries of each message to each subscriber;
+      ``expected``: subscribers of each channel times its published count;
+      ``lost``: the shortfall, channel by channel;
+    - ``misrouted`` and ``duplicates`` also count churning connections';
+    - ``offered_per_s``: published over the publishing span;
+      ``delivered_per_s``: delivered over the time from the first publish
+      to the last delivery any process saw;
+    - ``server_rss_per_conn_kb``: the server's memory growth over the
+      plan's connections (subscribers and publishers), in KiB;
+    - ``notes``: the probe's note, connections the server closed, error
+      events, join and leave events, failed churn connections.
+    """
+    config = plan.config
+    tallies = merge_tallies(w.tallies for w in workers)
+    latency = LatencyHistogram()
+    churn = ChurnTally()
+    closed: dict[int, int] = {}
+    errors: dict[str, int] = {}
+    for worker in workers:
+        latency.merge(worker.latency)
+        churn.add(worker.churn)
+        for code, count in worker.closed_by_server.items():
+            closed[code] = closed.get(code, 0) + count
+        for name, count in worker.error_events.items():
+            errors[name] = errors.get(name, 0) + count
+    delivered = sum(t.distinct for t in tallies.values())
+    expected = sum(t.subscribers * published.get(c, 0) for c, t in tallies.items())
+    total_published = sum(published.values())
+
+    started_ns, finished_ns = publishing
+    offered = None
+    if started_ns is not None and finished_ns is not None and finished_ns > started_ns:
+        offered = total_published / ((finished_ns - started_ns) / 1e9)
+    last_ns = max((w.last_delivery_ns for w in workers), default=0)
+    delivered_per_s = None
+    if started_ns is not None and last_ns > started_ns and delivered:
+        delivered_per_s = delivered / ((last_ns - started_ns) / 1e9)
+
+    before, after = memory
+    rss_per_conn = rss_mb = None
+    if before is not None and after is not None:
+        rss_per_conn = (after.rss_bytes - before.rss_bytes) / plan.connections / 1024
+        rss_mb = after.rss_bytes / 2**20
+    cpu_start, cpu_end = cpu
+    cpu_s = None
+    if cpu_start is not None and cpu_end is not None:
+        cpu_s = cpu_end.cpu_s - cpu_start.cpu_s
+
+    notes = []
+    if probe_note:
+        notes.append(probe_note)
+    if closed:
+        codes = ", ".join(f"{code}x{count}" for code, count in sorted(closed.items()))
+        notes.append(
+            f"the server closed {sum(closed.values())} subscribers during the run ({codes})"
+        )
+    if errors:
+        named = ", ".join(f"{name}x{count}" for name, count in sorted(errors.items()))
+        notes.append(f"subscribers received error events: {named}")
+    presence = sum(w.presence_events for w in workers)
+    if presence:
+        notes.append(
+            f"{presence} join/leave events received: the server announces joins on the "
+            "bench's channels (serve --quiet-namespaces bench to measure messages alone)"
+        )
+    if churn.failures:
+        notes.append(f"{churn.failures} churn connections failed; first: {churn.first_failure}")
+
+    return RunResult(
+        scenario=config.scenario.value,
+        target=target,
+        run=run,
+        urls=urls,
+        subscribers=config.subscribers,
+        channels=config.channels,
+        publishers=plan.publishers,
+        requested_rate_per_s=config.rate_per_s,
+        published=total_published,
+        offered_per_s=offered,
+        delivered=delivered,
+        expected=expected,
+        delivered_per_s=delivered_per_s,
+        latency=latency,
+        lost=count_lost(published, tallies),
+        misrouted=sum(t.misrouted for t in tallies.values()) + churn.misrouted,
+        duplicates=sum(t.duplicates for t in tallies.values()) + churn.duplicates,
+        reordered=sum(t.reordered for t in tallies.values()),
+        foreign=sum(t.foreign for t in tallies.values()),
+        closed_by_server=closed,
+        error_events=errors,
+        presence_events=presence,
+        server_rss_per_conn_kb=rss_per_conn,
+        server_rss_mb=rss_mb,
+        server_cpu_s=cpu_s,
+        subscribe_s=subscribe_s,
+        publish_s=(finished_ns - started_ns) / 1e9 if started_ns and finished_ns else None,
+        churn=churn if config.scenario is Scenario.CHURN else None,
+        notes=tuple(notes),
+    )
+
+
 def headline(result: RunResult) -> float | None:
     """The figure compared across targets: delivered/s, or for ``idle`` the
     server memory per connection."""
@@ -169,7 +302,10 @@ def median_result(results: Sequence[RunResult]) -> RunResult:
     """One row of medians over repeated runs of the same scenario and target.
 
     Every figure is the median of that figure (so the p99 shown is the
-    median of the runs' p99s); the latency histogram is the runs' merged.
+    median of the runs' p99s), except the correctness counts (lost,
+    misrouted, duplicates, reordered, foreign), which are the worst run's: a
+    median would show runs that lost (0, 0, 5) as "0 lost". The latency
+    histogram is the runs' merged.
     """
     if not results:
         raise ValueError("no result to take the median of")
@@ -191,11 +327,11 @@ def median_result(results: Sequence[RunResult]) -> RunResult:
         expected=_median_int([r.expected for r in results]),
         delivered_per_s=median(r.delivered_per_s for r in results),
         latency=latency,
-        lost=_median_int([r.lost for r in results]),
-        misrouted=_median_int([r.misrouted for r in results]),
-        duplicates=_median_int([r.duplicates for r in results]),
-        reordered=_median_int([r.reordered for r in results]),
-        foreign=_median_int([r.foreign for r in results]),
+        lost=max(r.lost for r in results),
+        misrouted=max(r.misrouted for r in results),
+        duplicates=max(r.duplicates for r in results),
+        reordered=max(r.reordered for r in results),
+        foreign=max(r.foreign for r in results),
         closed_by_server=closed,
         presence_events=_median_int([r.presence_events for r in results]),
         server_rss_per_conn_kb=median(r.server_rss_per_conn_kb for r in results),

@@ -9,7 +9,8 @@ The phases, each bounded by the invocation's :class:`~.limits.Deadline`:
    otherwise: tell every process to publish, wait until every publisher is
    done, then wait ``--drain`` seconds for late deliveries;
 4. tell every process to stop, with the published counts; merge what they
-   report into a :class:`~.results.RunResult`.
+   report into a :class:`~.results.RunResult`
+   (:func:`~.results.merge_worker_results`).
 
 Worker processes are started with the ``spawn`` method (no state inherited
 from the parent by accident) and always reaped, also on errors and Ctrl-C.
@@ -28,7 +29,6 @@ from multiprocessing.process import BaseProcess
 from .clients import worker_main
 from .errors import BenchError
 from .ipc import (
-    ChurnTally,
     Connected,
     Drain,
     Failed,
@@ -40,11 +40,10 @@ from .ipc import (
     WorkerResult,
 )
 from .limits import Deadline
-from .probe import ServerProbe, ServerSample
+from .probe import ServerProbe
 from .report import ProgressLine
-from .results import RunResult
+from .results import RunResult, merge_worker_results
 from .scenarios import RunPlan, Scenario
-from .stats import LatencyHistogram, count_lost, merge_tallies
 
 __all__ = ["Target", "run_once"]
 
@@ -167,12 +166,13 @@ def run_once(
         progress.clear()
 
     results = [h.result for h in handles if h.result is not None]
-    return _merge(
+    return merge_worker_results(
         plan,
-        target,
-        run,
         results,
         published,
+        target=target.label,
+        urls=target.urls,
+        run=run,
         subscribe_s=subscribe_s,
         memory=(before, subscribed),
         cpu=(cpu_start, cpu_end),
@@ -267,103 +267,3 @@ def _reap(handles: list[_Handle], *, patient: bool) -> None:
             handle.process.kill()
             handle.process.join()
         handle.conn.close()
-
-
-def _merge(
-    plan: RunPlan,
-    target: Target,
-    run: int,
-    results: list[WorkerResult],
-    published: dict[int, int],
-    *,
-    subscribe_s: float,
-    memory: tuple[ServerSample | None, ServerSample | None],
-    cpu: tuple[ServerSample | None, ServerSample | None],
-    publishing: tuple[int | None, int | None],
-    probe_note: str | None,
-) -> RunResult:
-    config = plan.config
-    tallies = merge_tallies(r.tallies for r in results)
-    latency = LatencyHistogram()
-    churn = ChurnTally()
-    closed: dict[int, int] = {}
-    errors: dict[str, int] = {}
-    for result in results:
-        latency.merge(result.latency)
-        churn.add(result.churn)
-        for code, count in result.closed_by_server.items():
-            closed[code] = closed.get(code, 0) + count
-        for name, count in result.error_events.items():
-            errors[name] = errors.get(name, 0) + count
-    delivered = sum(t.distinct for t in tallies.values())
-    expected = sum(t.subscribers * published.get(c, 0) for c, t in tallies.items())
-    total_published = sum(published.values())
-
-    started_ns, finished_ns = publishing
-    offered = None
-    if started_ns is not None and finished_ns is not None and finished_ns > started_ns:
-        offered = total_published / ((finished_ns - started_ns) / 1e9)
-    last_ns = max((r.last_delivery_ns for r in results), default=0)
-    delivered_per_s = None
-    if started_ns is not None and last_ns > started_ns and delivered:
-        delivered_per_s = delivered / ((last_ns - started_ns) / 1e9)
-
-    before, after = memory
-    rss_per_conn = rss_mb = None
-    if before is not None and after is not None:
-        rss_per_conn = (after.rss_bytes - before.rss_bytes) / plan.connections / 1024
-        rss_mb = after.rss_bytes / 2**20
-    cpu_start, cpu_end = cpu
-    cpu_s = cpu_end.cpu_s - cpu_start.cpu_s if cpu_start and cpu_end else None
-
-    notes = []
-    if probe_note:
-        notes.append(probe_note)
-    if closed:
-        codes = ", ".join(f"{code}x{count}" for code, count in sorted(closed.items()))
-        notes.append(
-            f"the server closed {sum(closed.values())} subscribers during the run ({codes})"
-        )
-    if errors:
-        named = ", ".join(f"{name}x{count}" for name, count in sorted(errors.items()))
-        notes.append(f"subscribers received error events: {named}")
-    presence = sum(r.presence_events for r in results)
-    if presence:
-        notes.append(
-            f"{presence} join/leave events received: the server announces joins on the "
-            "bench's channels (serve --quiet-namespaces bench to measure messages alone)"
-        )
-    if churn.failures:
-        notes.append(f"{churn.failures} churn connections failed; first: {churn.first_failure}")
-
-    return RunResult(
-        scenario=config.scenario.value,
-        target=target.label,
-        run=run,
-        urls=target.urls,
-        subscribers=config.subscribers,
-        channels=config.channels,
-        publishers=plan.publishers,
-        requested_rate_per_s=config.rate_per_s,
-        published=total_published,
-        offered_per_s=offered,
-        delivered=delivered,
-        expected=expected,
-        delivered_per_s=delivered_per_s,
-        latency=latency,
-        lost=count_lost(published, tallies),
-        misrouted=sum(t.misrouted for t in tallies.values()) + churn.misrouted,
-        duplicates=sum(t.duplicates for t in tallies.values()) + churn.duplicates,
-        reordered=sum(t.reordered for t in tallies.values()),
-        foreign=sum(t.foreign for t in tallies.values()),
-        closed_by_server=closed,
-        error_events=errors,
-        presence_events=presence,
-        server_rss_per_conn_kb=rss_per_conn,
-        server_rss_mb=rss_mb,
-        server_cpu_s=cpu_s,
-        subscribe_s=subscribe_s,
-        publish_s=(finished_ns - started_ns) / 1e9 if started_ns and finished_ns else None,
-        churn=churn if config.scenario is Scenario.CHURN else None,
-        notes=tuple(notes),
-    )

@@ -30,7 +30,7 @@ CHANNEL_NAMESPACE = "bench"
 
 
 class Scenario(StrEnum):
-    """What load to offer (SPEC "Performance")."""
+    """What load to offer (docs/benchmarks.md)."""
 
     #: One channel, N subscribers, one publisher.
     FANOUT = "fanout"

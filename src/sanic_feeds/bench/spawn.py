@@ -3,8 +3,14 @@
 Three kinds, each a child process on a free port of 127.0.0.1:
 
 - ``feeds``: ``python -m sanic_feeds serve``, ready when ``GET /ready`` is 200;
-- ``reference``: ``bench/reference_server.py``, ready when its port accepts;
+- ``reference``: ``python -m sanic_feeds.bench.reference_server``
+  (:mod:`.reference_server`), or the script ``--reference-server FILE``,
+  ready when its port accepts;
 - ``sink``: :mod:`.sink`, the ``--ceiling`` broadcaster, likewise.
+
+Each is started by the bench's own interpreter (``sys.executable``) as a
+module of the installed package, so an installed wheel runs them from
+anywhere; nothing here looks for a source checkout.
 
 Each runs in a session of its own, so Ctrl-C on the bench does not reach it
 before the bench has stopped its own clients; :class:`ServerGroup` stops
@@ -32,16 +38,27 @@ from .errors import BenchError
 from .limits import Deadline
 from .scenarios import CHANNEL_NAMESPACE
 
-__all__ = ["DEFAULT_REFERENCE_SCRIPT", "ServerGroup", "ServerProcess", "free_port"]
+__all__ = ["REFERENCE_MODULE", "ServerGroup", "ServerProcess", "free_port", "reference_command"]
 
-#: Where ``bench/reference_server.py`` is in a source checkout.
-DEFAULT_REFERENCE_SCRIPT = Path(__file__).resolve().parents[3] / "bench" / "reference_server.py"
+#: The reference server the bench starts unless told another script.
+REFERENCE_MODULE = "sanic_feeds.bench.reference_server"
 
 _HOST = "127.0.0.1"
 #: Seconds between readiness polls.
 _POLL_S = 0.1
 #: Seconds a server has to exit after SIGTERM before it is killed.
 _STOP_GRACE_S = 15.0
+
+
+def reference_command(port: int, script: Path | None = None) -> list[str]:
+    """The command line that starts a reference server on ``port`` of 127.0.0.1.
+
+    By default the package's own :mod:`.reference_server`, run as a module by
+    this interpreter; ``script`` (``--reference-server FILE``) runs that file
+    instead, which must take ``--port`` likewise and listen on 127.0.0.1.
+    """
+    target = [str(script)] if script is not None else ["-m", REFERENCE_MODULE]
+    return [sys.executable, *target, "--port", str(port)]
 
 
 def free_port() -> int:
@@ -90,18 +107,26 @@ class ServerGroup:
         self.stop()
 
     def start_feeds(
-        self, count: int, broker: str, *, announce_joins: bool, extra_args: Sequence[str]
+        self,
+        count: int,
+        broker: str,
+        *,
+        announce_joins: bool,
+        extra_args: Sequence[str],
+        ports: Sequence[int] = (),
     ) -> list[ServerProcess]:
         """``count`` instances of ``sanic-feeds serve`` on ``broker``, all ready.
 
         Publishing is not rate-limited (the publisher is the load), and
         unless ``announce_joins``, the bench's channel namespace has no join
         and leave events (they would make subscribing N clients cost N²
-        frames and measure that instead of messages).
+        frames and measure that instead of messages). ``ports`` gives the
+        first instances their ports (the drill restarts an instance on its
+        own); the others get free ones.
         """
         started = []
-        for _ in range(count):
-            port = free_port()
+        for number in range(count):
+            port = ports[number] if number < len(ports) else free_port()
             command = [sys.executable, "-m", "sanic_feeds", "serve", "--host", _HOST]
             command += ["--port", str(port), "--broker", broker]
             command += ["--rate-limit", "0", "--log-level", "warning"]
@@ -113,14 +138,12 @@ class ServerGroup:
             self._wait_http_ready(server)
         return started
 
-    def start_reference(self, script: Path) -> ServerProcess:
-        if not script.is_file():
-            raise BenchError(
-                f"the reference server is not at {script}: it lives in the repository's "
-                "bench/ folder; pass --reference-server PATH"
-            )
+    def start_reference(self, script: Path | None = None) -> ServerProcess:
+        """A reference server (see :func:`reference_command`), its port open."""
+        if script is not None and not script.is_file():
+            raise BenchError(f"--reference-server: no file {script}")
         port = free_port()
-        server = self._start("reference", [sys.executable, str(script), "--port", str(port)], port)
+        server = self._start("reference", reference_command(port, script), port)
         self._wait_port_open(server, port)
         return server
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Broker, BrokerHandler, BrokerOptions
+from .base import Broker, BrokerHandler, BrokerOptions, InstanceStatus
 
 __all__ = [
     "SUPPORTED_SCHEMES",
@@ -12,6 +12,7 @@ __all__ = [
     "Broker",
     "BrokerHandler",
     "BrokerOptions",
+    "InstanceStatus",
     "check_reachable",
     "create_broker",
     "redact_url",

@@ -6,13 +6,13 @@ Every broker passes the same contract suite (``tests/integration/test_broker_con
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..events import Event, Publication, StreamPosition
 
-__all__ = ["Broker", "BrokerHandler", "BrokerOptions"]
+__all__ = ["Broker", "BrokerHandler", "BrokerOptions", "InstanceStatus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,29 @@ class BrokerOptions:
     instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
     #: How often this instance proves it is alive (and hears itself back).
     heartbeat_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatus:
+    """What an instance tells the others about itself with each heartbeat
+    (``GET /api/info``); its figures are as of that heartbeat."""
+
+    #: The instance's id (``BrokerOptions.instance_id``).
+    id: str
+    #: Where it serves, as its operator reaches it (``http://HOST:PORT``); "" if unknown.
+    address: str = ""
+    #: Its process id: the workers of one ``--workers N`` server share an address.
+    pid: int = 0
+    #: The sanic-feeds version it runs.
+    version: str = ""
+    #: Seconds since it started.
+    uptime_s: float = 0.0
+    #: Open WebSocket connections.
+    connections: int = 0
+    #: Channel subscriptions of those connections.
+    subscriptions: int = 0
+    #: Channels it is subscribed to on the broker.
+    channels: int = 0
 
 
 class BrokerHandler(Protocol):
@@ -81,7 +104,12 @@ class Broker(Protocol):
     - ``subscribe`` returns only once every publication accepted after it
       returned will be delivered to this process.
     - Calls that need the broker raise :class:`~sanic_feeds.errors.BrokerUnavailable`
-      when it cannot be reached; they never block past a few seconds.
+      when it cannot be reached; they never block past a few seconds. Its message may
+      hold the broker's own error text: tell clients ``public_message``.
+    - ``publish`` refuses, with :class:`~sanic_feeds.errors.BadRequest` and nothing
+      published, data that could not be written into every event that carries it
+      (``codec.check_data``: not JSON, or nested deeper than ``MAX_DATA_DEPTH``); so
+      whatever a broker accepted can be delivered.
     """
 
     async def start(self, handler: BrokerHandler) -> None:
@@ -111,9 +139,10 @@ class Broker(Protocol):
     ) -> StreamPosition:
         """Append to history and deliver; return the assigned offset and the epoch.
 
-        With an ``idempotency_key`` already used on this channel within
-        ``idempotency_ttl_s``, publish nothing and return the position that
-        earlier publish got: a retry after a lost reply is never a duplicate.
+        Raises ``BadRequest`` for ``data`` that ``codec.check_data`` refuses. With an
+        ``idempotency_key`` already used on this channel within ``idempotency_ttl_s``,
+        publish nothing and return the position that earlier publish got: a retry after
+        a lost reply is never a duplicate.
         """
 
     async def publish_event(self, event: Event) -> None:
@@ -122,6 +151,10 @@ class Broker(Protocol):
     async def position(self, channel: str) -> StreamPosition:
         """The last offset and the epoch of ``channel``; a channel without an epoch (never
         used, expired, or its history lost) gets a new one now, at offset 0."""
+
+    async def peek_position(self, channel: str) -> StreamPosition | None:
+        """The last offset and the epoch of ``channel``, or None when it has no epoch.
+        Writes nothing: for reads that anyone may make as often as they like."""
 
     async def history(
         self, channel: str, since: int | None, limit: int
@@ -137,3 +170,13 @@ class Broker(Protocol):
 
     async def presence(self, channel: str) -> dict[str, Any]:
         """``{client id: info}`` of every live client on ``channel``, across all instances."""
+
+    def set_status(self, source: Callable[[], InstanceStatus]) -> None:
+        """Tell the other instances about this one: from now on, each heartbeat carries
+        what ``source()`` returns (called on the event loop; it must not block)."""
+
+    async def instances(self) -> list[InstanceStatus]:
+        """The status of every live instance sharing this broker, this one included once
+        it has a status source and has sent a heartbeat, sorted by address then id. An
+        instance is live while its heartbeat is heard (presence's expiry, five heartbeat
+        intervals); a closed one is gone at once. Never writes to the broker."""

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,9 +36,9 @@ from redis.exceptions import MovedError, ResponseError
 from ..backoff import Backoff
 from ..errors import BrokerUnavailable
 from ..events import Event, Publication, StreamPosition, now_ms
-from .base import BrokerHandler, BrokerOptions
-from .envelope import MalformedPayload, decode_payload
-from .keys import INSTANCES_KEY, channel_keys, channel_of, heartbeat_channel
+from .base import BrokerHandler, BrokerOptions, InstanceStatus
+from .envelope import MalformedPayload, decode_payload, encode_status
+from .keys import INSTANCES_KEY, channel_keys, channel_of, heartbeat_channel, status_key
 from .script_batch import REDIS_FAILURES
 from .shard_reader import ShardReader
 from .slots import NodeAddress, SlotMap
@@ -54,6 +55,8 @@ _COMMAND_TIMEOUT_S = 5.0
 #: connection left, so the store keeps fewer commands than this in flight.
 _NODE_CONNECTIONS = 100
 _SUBSCRIBE_TIMEOUT_S = 5.0
+#: How long close() waits for the cluster to take the instance off the instances set.
+_GOODBYE_TIMEOUT_S = 0.5
 #: Addresses that redirected us lately, asked first for the slot map.
 _HINTS = 8
 
@@ -67,6 +70,7 @@ class ClusterBroker:
         self._username = parsed.username
         self._password = parsed.password
         self._options = options or BrokerOptions()
+        self._status_key = status_key(self._options.instance_id)
         # Commands: the same quick retries as the single-Redis broker; a cluster
         # that lost a primary answers CLUSTERDOWN until its replica takes over,
         # and callers get BrokerUnavailable meanwhile.
@@ -106,6 +110,8 @@ class ClusterBroker:
         self._remap = asyncio.Event()
         self._maintainer_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        #: What each heartbeat tells the other instances about this one.
+        self._status: Callable[[], InstanceStatus] | None = None
         self._closing = False
 
     # -- lifecycle
@@ -145,7 +151,10 @@ class ClusterBroker:
         for confirmed in self._confirmations.values():
             if not confirmed.done():
                 confirmed.set_exception(BrokerUnavailable("broker unavailable: closing"))
-        await self._store.forget_instance()
+        # A goodbye, not a necessity (presence and the status expire a silent
+        # instance anyway): a cluster that does not answer must not hold the shutdown.
+        with contextlib.suppress(*REDIS_FAILURES):
+            await asyncio.wait_for(self._store.say_goodbye(), _GOODBYE_TIMEOUT_S)
         await self._cluster.aclose()
 
     @property
@@ -435,6 +444,9 @@ class ClusterBroker:
     async def position(self, channel: str) -> StreamPosition:
         return await self._store.position(channel)
 
+    async def peek_position(self, channel: str) -> StreamPosition | None:
+        return await self._store.peek_position(channel)
+
     async def history(
         self, channel: str, since: int | None, limit: int
     ) -> tuple[list[Publication], StreamPosition]:
@@ -449,7 +461,24 @@ class ClusterBroker:
     async def presence(self, channel: str) -> dict[str, Any]:
         return await self._store.presence(channel)
 
+    def set_status(self, source: Callable[[], InstanceStatus]) -> None:
+        self._status = source
+
+    async def instances(self) -> list[InstanceStatus]:
+        return await self._store.instances()
+
     # -- heartbeat
+
+    def _status_payload(self) -> bytes | None:
+        source = self._status
+        if source is None:
+            return None
+        try:
+            return encode_status(source())
+        except Exception:
+            # The heartbeat must go on: it is what keeps this instance ready and present.
+            log.exception("cannot read this instance's status")
+            return None
 
     async def _heartbeat_forever(self) -> None:
         interval_s = self._options.heartbeat_interval_s
@@ -461,12 +490,19 @@ class ClusterBroker:
                 for reader in readers
                 if reader.heartbeat is not None
             ]
-            registered = self._cluster.zadd(INSTANCES_KEY, {self._options.instance_id: now_ms()})
+            registry: list[Awaitable[Any]] = [
+                self._cluster.zadd(INSTANCES_KEY, {self._options.instance_id: now_ms()})
+            ]
+            status = self._status_payload()
+            if status is not None:
+                # Expires with the heartbeat: a crashed instance's status goes too.
+                expiry_ms = self._store.instance_expiry_ms
+                registry.append(self._cluster.set(self._status_key, status, px=expiry_ms))
             with contextlib.suppress(*REDIS_FAILURES):
                 # Bounded, so that one unreachable node does not delay the others'
                 # beats and the deafness checks below.
                 await asyncio.wait_for(
-                    asyncio.gather(*beats, registered, return_exceptions=True),
+                    asyncio.gather(*beats, *registry, return_exceptions=True),
                     max(interval_s, _CONNECT_TIMEOUT_S),
                 )
             now = time.monotonic()

@@ -9,23 +9,32 @@ Pure functions, no I/O. Three payloads travel on a channel's pub/sub name:
 
 The envelope is the JSON object ``{"d": data, "t": ts_ms, "c": client, "r": raw}``
 (``c`` and ``r`` only when set); the history stream stores it as field ``e``.
+
+An instance's status (``InstanceStatus``) is a JSON object of its fields, kept
+under ``feeds:status:<instance id>`` and refreshed by each heartbeat.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
 
 from ..events import Event, Join, Leave, Publication
+from .base import InstanceStatus
 
 __all__ = [
     "MalformedPayload",
     "decode_envelope",
     "decode_payload",
+    "decode_status",
     "encode_envelope",
     "encode_membership",
+    "encode_status",
 ]
+
+_STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(InstanceStatus))
 
 
 class MalformedPayload(ValueError):
@@ -77,3 +86,17 @@ def decode_payload(channel: str, payload: bytes) -> Event:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MalformedPayload(f"malformed broker message on {channel!r}: {exc}") from None
     raise MalformedPayload(f"malformed broker message on {channel!r}: unknown kind {kind!r}")
+
+
+def encode_status(status: InstanceStatus) -> bytes:
+    return orjson.dumps(dataclasses.asdict(status))
+
+
+def decode_status(payload: bytes) -> InstanceStatus:
+    """An instance's status; fields another version added are ignored, those it lacks take
+    their defaults. Raises :class:`MalformedPayload`."""
+    try:
+        fields = orjson.loads(payload)
+        return InstanceStatus(**{k: v for k, v in fields.items() if k in _STATUS_FIELDS})
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise MalformedPayload(f"malformed instance status: {exc}") from None

@@ -15,11 +15,13 @@ __all__ = [
     "channel_keys",
     "channel_of",
     "heartbeat_channel",
+    "status_key",
 ]
 
 PREFIX = "feeds"
 #: A sorted set: instance id -> when it last heartbeat (ms), for presence expiry.
 INSTANCES_KEY = f"{PREFIX}:instances"
+_STATUS_PREFIX = f"{PREFIX}:status:"
 _PUBSUB_PREFIX = f"{PREFIX}:{{"
 
 
@@ -56,3 +58,8 @@ def heartbeat_channel(instance_id: str, tag: str | None = None) -> bytes:
     if tag is not None:
         name += f":{{{tag}}}"
     return name.encode()
+
+
+def status_key(instance_id: str) -> str:
+    """Where an instance's status (``InstanceStatus``) lives, refreshed by its heartbeat."""
+    return _STATUS_PREFIX + instance_id

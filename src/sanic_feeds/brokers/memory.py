@@ -11,11 +11,13 @@ import asyncio
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..codec import check_data
 from ..events import Event, Publication, StreamPosition, now_ms
-from .base import BrokerHandler, BrokerOptions
+from .base import BrokerHandler, BrokerOptions, InstanceStatus
 
 __all__ = ["MemoryBroker"]
 
@@ -44,6 +46,7 @@ class MemoryBroker:
         self._idempotency_keys: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
         self._handler: BrokerHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._status: Callable[[], InstanceStatus] | None = None
 
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
@@ -100,6 +103,7 @@ class MemoryBroker:
         raw: str | None = None,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
+        check_data(data)
         now_s = time.monotonic()
         if idempotency_key is not None:
             seen = self._idempotency_keys.get((channel, idempotency_key))
@@ -152,6 +156,10 @@ class MemoryBroker:
         log = self._open_log(channel, time.monotonic())
         return StreamPosition(log.offset, log.epoch)
 
+    async def peek_position(self, channel: str) -> StreamPosition | None:
+        log = self._log(channel, time.monotonic())
+        return None if log is None else StreamPosition(log.offset, log.epoch)
+
     async def history(
         self, channel: str, since: int | None, limit: int
     ) -> tuple[list[Publication], StreamPosition]:
@@ -174,3 +182,12 @@ class MemoryBroker:
 
     async def presence(self, channel: str) -> dict[str, Any]:
         return dict(self._presence.get(channel, {}))
+
+    def set_status(self, source: Callable[[], InstanceStatus]) -> None:
+        self._status = source
+
+    async def instances(self) -> list[InstanceStatus]:
+        # One process: the only instance is this one, live while started.
+        if self._handler is None or self._status is None:
+            return []
+        return [self._status()]

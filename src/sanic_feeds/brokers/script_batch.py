@@ -13,12 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from ..errors import BrokerUnavailable
 
@@ -28,6 +38,11 @@ __all__ = ["REDIS_FAILURES", "ScriptBatcher"]
 #: RedisCluster raises RedisClusterException, which is no RedisError, when no node
 #: answers at all.
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+#: Error replies that say where Redis is (a failover, a slot on the move), not what the
+#: script did wrong.
+_NOT_THE_SCRIPT = (ClusterError, AskError, TryAgainError, ReadOnlyError)
+
+log = logging.getLogger("sanic_feeds.broker")
 
 _Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
@@ -125,6 +140,10 @@ def _no_script(reply: Any) -> bool:
 
 def _as_unavailable(exc: BaseException) -> BaseException:
     """Redis failing is ``BrokerUnavailable``; anything else (a bug) stays what it is."""
+    if isinstance(exc, ResponseError) and not isinstance(exc, _NOT_THE_SCRIPT):
+        # The script itself failed (an argument it cannot take): a bug to fix, not an
+        # outage. Clients are told only that the broker is unavailable.
+        log.error("a Redis script failed: %s", exc)
     if isinstance(exc, REDIS_FAILURES):
         return BrokerUnavailable(f"broker unavailable: {exc}")
     if isinstance(exc, asyncio.CancelledError):

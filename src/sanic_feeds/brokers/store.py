@@ -13,22 +13,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from ..codec import check_data
 from ..errors import BrokerUnavailable
 from ..events import Event, Join, Leave, Publication, StreamPosition, now_ms
-from .base import BrokerOptions
-from .envelope import decode_envelope, encode_envelope, encode_membership
-from .keys import INSTANCES_KEY, channel_keys
+from .base import BrokerOptions, InstanceStatus
+from .envelope import (
+    MalformedPayload,
+    decode_envelope,
+    decode_status,
+    encode_envelope,
+    encode_membership,
+)
+from .keys import INSTANCES_KEY, channel_keys, status_key
 from .script_batch import REDIS_FAILURES, ScriptBatcher
 
 __all__ = ["RedisStore", "publish_script", "unavailable"]
+
+log = logging.getLogger("sanic_feeds.broker")
 
 
 def publish_script(*, sharded: bool) -> str:
@@ -120,6 +130,7 @@ class RedisStore:
         raw: str | None = None,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
+        check_data(data)
         keys = channel_keys(channel)
         envelope = encode_envelope(
             Publication(channel, 0, "", data, client=client, ts_ms=now_ms(), raw=raw)
@@ -171,6 +182,15 @@ class RedisStore:
     async def position(self, channel: str) -> StreamPosition:
         offset, epoch, _ = await self._read(channel, 0, None)
         return StreamPosition(offset, epoch)
+
+    async def peek_position(self, channel: str) -> StreamPosition | None:
+        # A plain read, unlike lua/position.lua, which gives a channel without one an epoch.
+        async with self._command():
+            offset, epoch = await self._redis.hmget(channel_keys(channel).meta, "offset", "epoch")
+        if epoch is None:
+            return None
+        epoch_text = epoch.decode() if isinstance(epoch, bytes) else epoch
+        return StreamPosition(int(offset or 0), epoch_text)
 
     async def history(
         self, channel: str, since: int | None, limit: int
@@ -225,9 +245,40 @@ class RedisStore:
                 await self._redis.hdel(key, *gone)
         return present
 
+    # -- instances
+
+    async def instances(self) -> list[InstanceStatus]:
+        """The statuses of the instances heard within the expiry, sorted by address, id."""
+        alive_since_ms = now_ms() - self.instance_expiry_ms
+        async with self._command():
+            ids = cast(
+                list[bytes],
+                await self._redis.zrangebyscore(INSTANCES_KEY, alive_since_ms, "+inf"),
+            )
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for instance in ids:
+                    pipe.get(status_key(instance.decode()))
+                payloads = await pipe.execute()
+        statuses = []
+        for payload in payloads:
+            if payload is None:
+                continue  # heard, but it tells nothing about itself (no status source)
+            try:
+                statuses.append(decode_status(payload))
+            except MalformedPayload as exc:
+                log.warning("ignoring %s", exc)
+        return sorted(statuses, key=lambda status: (status.address, status.id))
+
+    @property
+    def instance_expiry_ms(self) -> int:
+        """Silent this long, an instance is not counted (its clients are not listed, its
+        status expires)."""
+        return int(self._instance_expiry_s * 1000)
+
     @property
     def _instance_expiry_s(self) -> float:
-        """Silent this long, an instance is not counted (its clients are not listed)."""
         return 5 * self._options.heartbeat_interval_s
 
     @property
@@ -235,8 +286,11 @@ class RedisStore:
         """Silent this long, an instance is gone for good (its entries are deleted)."""
         return max(60.0, 60 * self._options.heartbeat_interval_s)
 
-    async def forget_instance(self) -> None:
-        """Remove this instance from the registry (it is closing): its presence entries
-        are deleted by the next read of each channel's presence."""
-        with contextlib.suppress(*REDIS_FAILURES):
-            await self._redis.zrem(INSTANCES_KEY, self._options.instance_id)
+    async def say_goodbye(self) -> None:
+        """Take this instance off the registry and delete its status (it is closing): its
+        presence entries are deleted by the next read of each channel's presence. Raises
+        when Redis does not answer; callers bound and ignore that."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(INSTANCES_KEY, self._options.instance_id)
+            pipe.delete(status_key(self._options.instance_id))
+            await pipe.execute()

@@ -11,7 +11,9 @@ from typing import Any
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
+from ..logs import JsonFormatter
 from ..settings import Settings
+from . import metrics
 from .extension import Feeds
 
 __all__ = ["configure_logging", "create_app", "create_app_from_env", "run", "settings_to_env"]
@@ -20,10 +22,19 @@ _SETTINGS_ENV = "FEEDS__SERVE_SETTINGS"
 
 
 def configure_logging(settings: Settings) -> None:
-    """Log at ``--log-level`` to stderr; worker processes call it too, as they start afresh."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Log at ``--log-level`` to stderr, as text or JSON lines (``--log-format``);
+    worker processes call it too, as they start afresh."""
+    if settings.log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+        # A warning printed as text would be the one line a log shipper cannot parse.
+        logging.captureWarnings(True)
+    else:
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     if settings.log_level != "debug":
         # A line for every connection that opens and closes is noise at info.
         logging.getLogger("sanic_feeds.websocket.protocol").setLevel(logging.WARNING)
@@ -62,10 +73,20 @@ def run(settings: Settings) -> None:
         "motd": False,
     }
     if settings.workers == 1:
+        # One process: its own registry is the whole story, whatever an inherited
+        # PROMETHEUS_MULTIPROC_DIR holds from earlier runs.
+        metrics.single_process()
         create_app(settings).run(single_process=True, **run_options)
         return
     settings_to_env(settings)
-    loader = AppLoader(factory=create_app_from_env)
-    app = loader.load()
-    app.prepare(workers=settings.workers, **run_options)
-    Sanic.serve(primary=app, app_loader=loader)
+    # Workers count into files of a shared directory that a scrape of any of
+    # them sums; they must find it in their environment when they start.
+    metrics_dir, created = metrics.prepare_multiprocess_dir() if settings.metrics else ("", False)
+    try:
+        loader = AppLoader(factory=create_app_from_env)
+        app = loader.load()
+        app.prepare(workers=settings.workers, **run_options)
+        Sanic.serve(primary=app, app_loader=loader)
+    finally:
+        if created:
+            metrics.remove_multiprocess_dir(metrics_dir)

@@ -7,10 +7,13 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from ..auth import Identity
 from ..codec import WireFormat, encode_error
-from ..errors import CloseCode, ErrorCode
+from ..errors import CloseCode, ErrorCode, FeedsError
 from ..events import StreamPosition
+from ..permissions import Access
 from ..ratelimit import RateLimiter
+from . import metrics
 from .outbox import Flusher, Outbox, Session, WritableProtocol
 from .websocket import text_frame
 
@@ -32,6 +35,10 @@ class WebSocket(Protocol):
 
     async def recv(self) -> str | bytes | None: ...
 
+    @property
+    def close_code_sent(self) -> int | None:
+        """The code of the close this side started, None when it did not (yet)."""
+
     def start_closing(self, code: int = 1000, reason: str = "") -> None: ...
 
 
@@ -47,9 +54,12 @@ class Connection:
     """
 
     __slots__ = (
+        "access",
         "channels",
+        "close_code",
         "closed",
         "id",
+        "identity",
         "info",
         "limiter",
         "outbox",
@@ -66,19 +76,27 @@ class Connection:
         wire_format: WireFormat,
         max_queue: int,
         limiter: RateLimiter,
+        access: Access,
+        identity: Identity | None = None,
         client_id: str | None = None,
-        info: Any = None,
     ) -> None:
         if ws.io_proto is None:
             raise RuntimeError("the WebSocket has no transport")
         self.ws = ws
         self.id = client_id or new_client_id()
-        self.info = info if info is not None else {}
+        #: Who the connection is (None: it showed no identity); ``refresh`` replaces it.
+        self.identity = identity
+        #: What it may do, from ``identity``.
+        self.access = access
+        #: What presence and ``join`` show of it: its identity's ``info``, fixed at connect.
+        self.info = identity.info if identity is not None and identity.info is not None else {}
         self.wire_format = wire_format
         self.limiter = limiter
         #: Channels this connection is subscribed to.
         self.channels: set[str] = set()
         self.closed = False
+        #: The code the server closed it with (None: it did not, or not yet).
+        self.close_code: int | None = None
         #: The handler task, which the server waits for when it drains.
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.outbox = Outbox(
@@ -111,14 +129,20 @@ class Connection:
     def send_error(self, code: ErrorCode, message: str, command_id: Any = None) -> None:
         """Tell a JSON client what went wrong; raw clients are told nothing
         (docs/protocol.md, "Raw format")."""
+        metrics.ERRORS.labels(code.value).inc()
         if self.wire_format is WireFormat.JSON:
             self.send(encode_error(code, message, command_id))
+
+    def send_failure(self, error: FeedsError, command_id: Any = None) -> None:
+        """:meth:`send_error` for ``error``, with what a client may be told of it."""
+        self.send_error(error.code, error.public_message, command_id)
 
     def close(self, code: CloseCode, reason: str = "") -> None:
         """Close with ``code`` without waiting: frames queued so far go first."""
         if self.closed:
             return
         self.closed = True
+        self.close_code = int(code)
         if not self.outbox.closed:
             self.outbox.flush()
             self.outbox.close()

@@ -9,29 +9,79 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
 from websockets.http11 import Response as WSResponse
 
+from ..auth import Identity
 from ..brokers import Broker, redact_url
 from ..errors import CloseCode, FeedsError, Forbidden
 from ..events import StreamPosition
-from ..names import validate_channel
+from ..logs import set_instance
+from ..origins import OriginPolicy
 from ..settings import Settings
+from . import metrics
 from .api import error_response, register_api
-from .connection import Connection
-from .feed import parse_since, parse_wire_format, serve_feed
+from .assets import load_assets
+from .connection import Connection, new_client_id
+from .feed import channel_of_path, parse_since, parse_wire_format, serve_feed
+from .hooks import ClientView, ConnectHook, DisconnectHook, PublishHook, SubscribeHook
 from .multiplex import serve_multiplex
 from .node import Node
+from .static import register_static
 from .websocket import IOProtocol, Keepalive, ServerWebSocket, accept
 
-__all__ = ["Feeds"]
+__all__ = ["Authenticate", "Feeds", "token_of"]
 
 log = logging.getLogger("sanic_feeds")
+#: One line per WebSocket upgrade, when the connection ends or the upgrade is refused.
+access_log = logging.getLogger("sanic_feeds.access")
+
+_Connect = TypeVar("_Connect", bound=ConnectHook)
+_Disconnect = TypeVar("_Disconnect", bound=DisconnectHook)
+_Subscribe = TypeVar("_Subscribe", bound=SubscribeHook)
+_Publish = TypeVar("_Publish", bound=PublishHook)
+
+#: ``Feeds(app, authenticate=fn)``: who a request's connection is, from the app's own
+#: session or cookie; None when it cannot tell (HTTP 401, unless public channels let it in).
+Authenticate = Callable[[Request], Awaitable[Identity | None]]
+
+
+def token_of(request: Request) -> str | None:
+    """The token a request shows: ``Authorization: Bearer <token>``, else ``?token=``."""
+    scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.args.get("token") or None
+
+
+class _MalformedRequestLine(logging.Filter):
+    """Sanic logs a request line it cannot parse as four chained tracebacks that quote
+    the raw bytes, terminal escapes included (its error page re-parses the same URL and
+    fails again). Make that one escaped line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and str(exc).startswith("Bad URL: "):
+            url = str(exc)[len("Bad URL: ") :]
+            record.msg, record.args = "refused a request with a malformed URL: %s", (
+                ascii(url[:200]),
+            )
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def install_log_filter() -> None:
+    """Put :class:`_MalformedRequestLine` on Sanic's error logger, once."""
+    logger = logging.getLogger("sanic.error")
+    if not any(isinstance(f, _MalformedRequestLine) for f in logger.filters):
+        logger.addFilter(_MalformedRequestLine())
 
 
 class Feeds:
@@ -44,6 +94,12 @@ class Feeds:
     the extension starts and closes with the app). ``settings`` holds every
     option of ``sanic-feeds serve``; keyword ``options`` override single
     fields of it (``max_queue=500``).
+
+    ``authenticate``: ``async fn(request)`` returning the connection's
+    :class:`~sanic_feeds.auth.Identity` from the app's own session or cookie, or None.
+    It is asked when a request shows no token (or tokens are off); with it, a
+    connection needs an identity as with ``--token-secret``. It may raise a
+    ``FeedsError`` (``Forbidden``) to refuse with that error's status.
     """
 
     def __init__(
@@ -53,6 +109,7 @@ class Feeds:
         broker: Broker | str | None = None,
         settings: Settings | None = None,
         url_prefix: str = "",
+        authenticate: Authenticate | None = None,
         **options: Any,
     ) -> None:
         settings = settings or Settings()
@@ -60,7 +117,13 @@ class Feeds:
             options["broker"] = broker
         settings = settings.replace(**options) if options else settings
         #: The domain service: connections, channels, publishing.
-        self.node = Node(settings, broker=None if isinstance(broker, str) else broker)
+        self.node = Node(
+            settings,
+            broker=None if isinstance(broker, str) else broker,
+            identities_from_elsewhere=authenticate is not None,
+        )
+        self._authenticate = authenticate
+        self._origins = OriginPolicy(settings.allowed_origins)
         self.url_prefix = url_prefix
         #: Pings every connection of the process; None when --ping-interval is 0.
         self._keepalive: Keepalive | None = None
@@ -68,6 +131,8 @@ class Feeds:
         #: Upgrades admitted whose handler has not started yet: they count against
         #: --max-connections (a request that never gets there drops out when collected).
         self._upgrading: weakref.WeakSet[Request] = weakref.WeakSet()
+        #: When the shutdown must be over (loop time), once draining started.
+        self._stop_by: float | None = None
         if app is not None:
             self.init_app(app)
 
@@ -100,11 +165,14 @@ class Feeds:
         # Plain functions that return the session's coroutine: one frame less
         # held by every open connection.
         def feed(request: Request, channel: str) -> Coroutine[Any, Any, HTTPResponse | None]:
-            since = request.ctx.since
-            return self._session(request, lambda conn: serve_feed(node, conn, channel, since))
+            since, name = request.ctx.since, request.ctx.channel
+            return self._session(
+                request, lambda conn: serve_feed(node, conn, name, since, checked=True)
+            )
 
         def multiplex(request: Request) -> Coroutine[Any, Any, HTTPResponse | None]:
-            return self._session(request, lambda conn: serve_multiplex(node, conn))
+            joins = request.ctx.joins
+            return self._session(request, lambda conn: serve_multiplex(node, conn, joins))
 
         for handler, uri in ((feed, "/feed/<channel:path>"), (multiplex, "/ws")):
             # Sanic accepts no response from a handler marked so.
@@ -116,8 +184,10 @@ class Feeds:
             return await self._admit_upgrade(request)
 
         bp.on_request(admit_upgrade)
-        register_api(bp, node, lambda: self.ready)
+        register_api(bp, node, lambda: self.ready, self._origins)
+        register_static(bp, load_assets(self.url_prefix, settings.demo_page))
         app.blueprint(bp)
+        install_log_filter()
         app.register_listener(self._start, "before_server_start")
         app.register_listener(self._drain, "before_server_stop")
         app.register_listener(self._stop, "after_server_stop")
@@ -128,25 +198,47 @@ class Feeds:
             self._keepalive = Keepalive(
                 asyncio.get_running_loop(), settings.ping_interval_s, settings.ping_timeout_s
             )
-        await self.node.start()
+        set_instance(self.instance_id)
+        await self.node.start(address=app.serve_location)
         log.info(
             "feeds instance %s serving %s, broker %s",
             self.instance_id,
             app.serve_location,
             redact_url(settings.broker),
         )
+        if self._authenticate is not None and not self._origins.restricted:
+            # A page of any site could open a WebSocket that the browser sends the
+            # user's cookies with (cross-site WebSocket hijacking).
+            log.warning("authenticate= without allowed_origins: any web page may connect")
 
     async def _drain(self, app: Sanic[Any, Any]) -> None:
+        # One deadline, --drain-timeout from SIGTERM, bounds every step of the
+        # shutdown: this one, Sanic's wait for HTTP connections, and _stop.
+        loop = asyncio.get_running_loop()
+        self._stop_by = loop.time() + self.settings.drain_timeout_s
+        # Busy keep-alive HTTP clients get "Connection: close" with their next
+        # answer (the API answers 503 meanwhile) instead of holding Sanic's
+        # graceful wait to its end.
+        app.config.KEEP_ALIVE = False
         # Refuse new upgrades, tell every client to go away (1001), and give
-        # the handlers a bounded time to leave their channels cleanly.
+        # the handlers the time left to leave their channels cleanly.
         tasks = self.node.drain()
         if tasks:
-            await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
+            await asyncio.wait(tasks, timeout=self._time_left_s())
+        # Sanic waits this long for HTTP connections, after this listener.
+        app.config.GRACEFUL_SHUTDOWN_TIMEOUT = self._time_left_s()
 
     async def _stop(self, app: Sanic[Any, Any]) -> None:
         if self._keepalive is not None:
             self._keepalive.close()
-        await self.node.stop()
+        await self.node.stop(timeout_s=self._time_left_s())
+        metrics.process_stopped()
+
+    def _time_left_s(self) -> float:
+        """Seconds left before the drain deadline (the whole drain timeout before it starts)."""
+        if self._stop_by is None:
+            return self.settings.drain_timeout_s
+        return max(0.0, self._stop_by - asyncio.get_running_loop().time())
 
     @property
     def ready(self) -> bool:
@@ -161,14 +253,55 @@ class Feeds:
     async def publish(
         self, channel: str, data: Any, *, idempotency_key: str | None = None
     ) -> StreamPosition:
-        """Publish ``data`` (any JSON value) on ``channel``, from any handler.
-
-        Returns the offset and epoch the broker assigned. A publish repeated
-        with the same ``idempotency_key`` within 5 minutes publishes nothing
-        and returns the first one's position. Raises ``BadChannel``,
-        ``BadRequest`` (a malformed key) or ``BrokerUnavailable``.
-        """
+        """Publish ``data`` (any JSON value) on ``channel``, from any handler, as the backend:
+        no hook runs. See :meth:`Node.publish <sanic_feeds.server.node.Node.publish>`."""
         return await self.node.publish(channel, data, idempotency_key=idempotency_key)
+
+    # -- the app's hooks (server/hooks.py says how they are matched and run)
+
+    def on_connect(self, fn: _Connect) -> _Connect:
+        """Decorate ``async fn(request, identity)``, run before every upgrade (``/ws`` and
+        ``/feed``), after the token or ``authenticate`` and the origin check. Raise a
+        ``FeedsError`` (``Forbidden``) to refuse with its HTTP status; return channel
+        names (or None) that a ``/ws`` connection is subscribed to at once, without
+        permission checks or subscribe hooks (the app chose them), each announced with
+        ``subscribed``. A ``/feed`` connection ignores them."""
+        self.node.hooks.add_connect(fn)
+        return fn
+
+    def on_subscribe(self, pattern: str) -> Callable[[_Subscribe], _Subscribe]:
+        """Decorate ``async fn(client, channel)``, run when a connection subscribes to a
+        channel ``pattern`` matches (and the identity allows), before it is subscribed.
+        ``client`` is a read-only :class:`~.hooks.ClientView`. Raise ``Forbidden`` (or any
+        ``FeedsError``) to refuse: an ``error`` on ``/ws``, HTTP 403 before a ``/feed``
+        upgrade."""
+
+        def register(fn: _Subscribe) -> _Subscribe:
+            self.node.hooks.add_subscribe(pattern, fn)
+            return fn
+
+        return register
+
+    def on_publish(self, pattern: str) -> Callable[[_Publish], _Publish]:
+        """Decorate ``async fn(client, channel, data)``, run once per client publish on a
+        channel ``pattern`` matches, on the instance the client is connected to; it
+        returns the data to publish, changed or not (None only for null data). Raise a
+        ``FeedsError`` (``BadRequest``, ``Forbidden``, ``RateLimited``) to refuse with its
+        code. ``Feeds.publish`` and ``POST /api/publish`` run no hook."""
+
+        def register(fn: _Publish) -> _Publish:
+            self.node.hooks.add_publish(pattern, fn)
+            return fn
+
+        return register
+
+    def on_disconnect(self, fn: _Disconnect) -> _Disconnect:
+        """Decorate ``async fn(client, code)``, run once a connection ended and left its
+        channels (``client.channels`` are those it had), with the close code (the
+        server's, else the client's, 1006 when none was exchanged). What it raises is
+        logged."""
+        self.node.hooks.add_disconnect(fn)
+        return fn
 
     # -- connections
 
@@ -177,19 +310,51 @@ class Feeds:
         route = request.route
         if route is None or not getattr(route.ctx, "feeds_upgrade", False):
             return None
+        request.ctx.feeds_started_s = time.monotonic()
+        node = self.node
         try:
+            channel = None
             if "channel" in request.match_info:
-                validate_channel(request.match_info["channel"])
+                channel = request.ctx.channel = channel_of_path(request.match_info["channel"])
             request.ctx.wire_format = parse_wire_format(request.args.get("format"))
             request.ctx.since = parse_since(request.args.get("since"), request.args.get("epoch"))
-            origins = self.settings.allowed_origins
-            if origins and request.headers.get("origin") not in origins:
+            if not self._origins.allows(request.headers.get("origin")):
                 raise Forbidden("origin not allowed")
-            self.node.admit(upgrading=len(self._upgrading))
+            node.admit(upgrading=len(self._upgrading))
+            # Counted from now: the hooks below may take seconds, and requests admitted
+            # meanwhile must see this one.
+            self._upgrading.add(request)
+            identity = await self._identify(request)
+            request.ctx.identity = identity
+            request.ctx.access = access = node.access_for(identity)
+            request.ctx.client_id = client_id = new_client_id()
+            request.ctx.joins = await node.hooks.connect(request, identity)
+            if channel is not None:
+                client = ClientView(client_id, identity, ())
+                await node.check_subscription(access, client, channel)
         except FeedsError as exc:
-            return error_response(exc)
-        self._upgrading.add(request)
+            self._upgrading.discard(request)
+            refusal = error_response(exc)
+            _log_access(request, refusal.status, code=None, client=None)
+            return refusal
+        except BaseException:
+            self._upgrading.discard(request)
+            raise
         return None
+
+    async def _identify(self, request: Request) -> Identity | None:
+        """Who the request says it is: its token's identity, else the app's hook's answer
+        (None: neither). Raises ``Unauthorized`` for a bad token."""
+        node = self.node
+        token = token_of(request) if node.tokens is not None else None
+        if token is not None:
+            return node.verify_token(token)
+        if self._authenticate is None:
+            return None
+        identity = await self._authenticate(request)
+        if identity is not None and not isinstance(identity, Identity):
+            raise TypeError(f"authenticate must return an Identity or None, not {identity!r}")
+        return identity
 
     async def _session(
         self, request: Request, serve: Callable[[Connection], Awaitable[None]]
@@ -197,8 +362,12 @@ class Feeds:
         """Upgrade the request's connection and ``serve`` it until it ends."""
         ws = self._upgrade(request)
         if isinstance(ws, HTTPResponse):
+            _log_access(request, ws.status, code=None, client=None)
             return ws
-        conn = self.node.connect(ws, request.ctx.wire_format)
+        ctx = request.ctx
+        conn = self.node.connect(
+            ws, ctx.wire_format, identity=ctx.identity, access=ctx.access, client_id=ctx.client_id
+        )
         try:
             await serve(conn)
         except asyncio.CancelledError:
@@ -210,10 +379,15 @@ class Feeds:
             task.uncancel()
         except Exception:
             # Sanic would answer with an HTTP error page, into the WebSocket.
-            log.exception("connection %s failed", conn.id)
+            log.exception("connection %s failed", conn.id, extra={"client": conn.id})
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            await self.node.disconnect(conn)
+            try:
+                await self.node.disconnect(conn)
+            finally:
+                # Sanic may cancel this task while it leaves the channels (which go
+                # on, shielded): the connection still gets its line.
+                _log_access(request, 101, code=ws.close_code_sent, client=conn.id)
         return None
 
     def _upgrade(self, request: Request) -> ServerWebSocket | HTTPResponse:
@@ -228,6 +402,7 @@ class Feeds:
             request.path,
             request.headers.items(),
             max_message_bytes=self.settings.max_message_bytes,
+            max_queue=self.settings.max_queue,
             keepalive=self._keepalive,
         )
         if isinstance(ws, WSResponse):
@@ -235,3 +410,31 @@ class Feeds:
                 ws.body, status=ws.status_code, headers=dict(ws.headers.raw_items())
             )
         return ws
+
+
+def _log_access(request: Request, status: int, *, code: int | None, client: str | None) -> None:
+    """The access-log line of an upgrade: refused (its HTTP status), or ended (101, how long
+    the connection lasted, and the close code the server sent, if it closed first)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    started_s = getattr(request.ctx, "feeds_started_s", None)
+    duration_ms = None if started_s is None else round((time.monotonic() - started_s) * 1000, 1)
+    # The path without its query: a query may carry a token.
+    path = request.path
+    access_log.info(
+        "%s %s %d %sms%s",
+        request.method,
+        path,
+        status,
+        duration_ms,
+        "" if code is None else f" close {code}",
+        extra={
+            "method": request.method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "remote": request.remote_addr or request.ip,
+            "client": client,
+            "code": code,
+        },
+    )

@@ -5,13 +5,25 @@ docs/protocol.md, "Feed endpoint".
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from ..codec import WireFormat, data_from_client_text, encode_subscribed
-from ..errors import BadRequest, BrokerUnavailable, CloseCode, ErrorCode, FeedsError
+from ..errors import BadChannel, BadRequest, BrokerUnavailable, CloseCode, FeedsError
 from ..events import StreamPosition
+from ..names import MAX_OFFSET, validate_channel
 from .connection import Connection
 from .node import Node
 
-__all__ = ["parse_since", "parse_wire_format", "serve_feed"]
+__all__ = ["channel_of_path", "parse_since", "parse_wire_format", "serve_feed"]
+
+
+def channel_of_path(text: str) -> str:
+    """The channel a path names, percent-decoded (``encodeURIComponent("chat:room")`` is
+    ``chat%3Aroom``); raises ``BadChannel``."""
+    try:
+        return validate_channel(unquote(text, errors="strict"))
+    except UnicodeDecodeError:
+        raise BadChannel("invalid channel name: not UTF-8 once percent-decoded") from None
 
 
 def parse_wire_format(value: str | None) -> WireFormat:
@@ -30,37 +42,49 @@ def parse_since(since: str | None, epoch: str | None) -> StreamPosition | None:
         offset = int(since)
     except ValueError:
         raise BadRequest(f"since must be an offset (an integer), not {since!r}") from None
-    if offset < 0:
-        raise BadRequest("since must not be negative")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"since must be from 0 to {MAX_OFFSET}")
     return StreamPosition(offset, epoch or "")
 
 
 async def serve_feed(
-    node: Node, conn: Connection, channel: str, since: StreamPosition | None
+    node: Node,
+    conn: Connection,
+    channel: str,
+    since: StreamPosition | None,
+    *,
+    checked: bool = False,
 ) -> None:
     """Run one ``/feed`` connection until it closes: subscribe, then relay frames.
 
     Leaving the channel is the caller's job (``Node.disconnect``), so that it
-    happens however this ends.
+    happens however this ends. ``checked``: admission asked the permissions and the
+    app's subscribe hook already (``Node.check_subscription``).
     """
 
     def greet(position: StreamPosition, recovered: bool) -> None:
         if conn.wire_format is WireFormat.JSON:
-            conn.send(encode_subscribed(channel, position, recovered))
+            conn.send(encode_subscribed(channel, position, recovered, client=conn.id))
 
     try:
-        await node.subscribe(conn, channel, greet, since)
-    except BrokerUnavailable:
-        conn.send_error(ErrorCode.UNAVAILABLE, "broker unavailable, try again later")
+        await node.subscribe(conn, channel, greet, since, checked=checked)
+    except BrokerUnavailable as exc:
+        conn.send_failure(exc)
         conn.close(CloseCode.TRY_AGAIN_LATER, "broker unavailable")
+        return
+    except FeedsError as exc:
+        # Admission checked the channel already; this is what changed since (or, not
+        # checked there, what the hook refused).
+        conn.send_failure(exc)
+        conn.close(CloseCode.POLICY_VIOLATION, exc.public_message[:100])
         return
     # Each text frame the client sends is published on the channel.
     while not conn.closed:
         text = conn.text_of(await conn.receive())
         if text is None:
             return
-        data, raw = data_from_client_text(text)
         try:
+            data, raw = data_from_client_text(text)
             await node.publish_from(conn, channel, data, raw=raw)
         except FeedsError as exc:
-            conn.send_error(exc.code, exc.message)
+            conn.send_failure(exc)

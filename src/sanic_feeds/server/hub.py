@@ -17,20 +17,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..brokers.base import Broker
 from ..codec import WireFormat, encode_event
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, CloseCode
 from ..events import Event, Publication, StreamPosition
 from ..recovery import contiguous_after
+from . import metrics
+from .metrics import FanOutCounter
 from .outbox import Flusher, Outbox
 from .websocket import text_frame
 
 __all__ = ["Hub"]
 
 log = logging.getLogger("sanic_feeds.hub")
+
+
+@dataclass(slots=True, eq=False)
+class _HistoryRead:
+    """One read of a channel's history, shared by every recovery that asks meanwhile.
+
+    Until it starts (the end of the loop iteration that created it) it widens
+    to cover what later recoveries need; once started, it serves those it covers.
+    """
+
+    after: int
+    upto: int
+    done: asyncio.Future[tuple[list[Publication], StreamPosition]]
+    started: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -44,10 +61,20 @@ class _Channel:
     #: Live publications held back while the channel is being positioned or
     #: healed; None while publications flow straight through.
     parked: list[Publication] | None = None
+    #: Subscribes past opening the channel but not yet members: the channel is
+    #: not closed under them.
+    joining: int = 0
+    #: History reads pending or in flight for recoveries.
+    reads: list[_HistoryRead] = field(default_factory=list)
 
     @property
     def size(self) -> int:
         return sum(len(outboxes) for outboxes in self.members.values())
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 class _KeyedLock:
@@ -83,6 +110,7 @@ class Hub:
         *,
         heal_max: int = 300,
         announce_max: int = 1000,
+        fan_out_counter: FanOutCounter | None = None,
     ) -> None:
         self._broker = broker
         self.flusher = flusher
@@ -95,6 +123,8 @@ class Hub:
         self._channels: dict[str, _Channel] = {}
         self._lock = _KeyedLock()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Counts deliveries and samples their lag, once per batch; None counts nothing.
+        self._counter = fan_out_counter
 
     # -- subscriptions
 
@@ -116,52 +146,114 @@ class Hub:
         queue ``subscribed`` first). Raises ``BrokerUnavailable`` with nothing
         changed when the broker fails.
         """
+        # The lock covers opening the channel only: recoveries read history
+        # concurrently, and those of one moment share one read.
         async with self._lock(channel):
             state = self._channels.get(channel)
             if state is None:
                 state = await self._open(channel)
-            try:
-                missed = await self._missed_since(channel, state, since) if since else None
-            except BaseException:
-                if state.size == 0:
-                    await self._close(channel)
-                raise
-            # From here to the end nothing awaits, so no publication can slip
-            # between the recovered ones and the live ones.
-            if greet is not None:
-                greet(state.position, missed is not None)
-            if missed:
-                outbox.put_batch([text_frame(encode_event(pub, wire_format)) for pub in missed])
-            state.members[wire_format].add(outbox)
-            return state.position, missed is not None
+            state.joining += 1
+        try:
+            missed = await self._missed_since(channel, state, since) if since else None
+        except BaseException:
+            state.joining -= 1
+            await self._close_if_unused(channel, state)
+            raise
+        state.joining -= 1
+        # From here to the end nothing awaits, so no publication can slip
+        # between the recovered ones and the live ones.
+        if greet is not None:
+            greet(state.position, missed is not None)
+        if missed:
+            outbox.put_batch(_frames(missed, wire_format))
+            if self._counter is not None:
+                self._counter.recovered(wire_format, len(missed))
+        state.members[wire_format].add(outbox)
+        return state.position, missed is not None
 
     async def _missed_since(
         self, channel: str, state: _Channel, since: StreamPosition
     ) -> list[Publication] | None:
         """What a client that saw ``since`` missed, up to what the channel delivered;
-        None when that cannot be told completely."""
+        None when that cannot be told completely.
+
+        Raises ``BrokerUnavailable`` when the broker's epoch is not the one this
+        instance delivers (its history was lost and the instance has not caught
+        up yet): a recovery answered from that would be a promise not kept.
+        """
         missed: list[Publication] = []
         last = since.offset
+        confirmed = False
         while True:
             delivered = state.position
             if delivered.epoch != since.epoch or last > delivered.offset:
                 return None
             if delivered.offset - since.offset > self._heal_max:
                 return None
-            if last == delivered.offset:
+            if last == delivered.offset and confirmed:
                 return missed
-            history, _ = await self._broker.history(channel, last, delivered.offset - last)
+            history, current = await self._read_history(channel, state, last, delivered.offset)
+            confirmed = True
+            if self._channels.get(channel) is not state:
+                return None
+            if current.epoch != state.position.epoch:
+                if state.parked is None:
+                    # Nothing told this instance yet (no publication since, no
+                    # reconnect): look now, so that the client's retry finds it done.
+                    state.parked = []
+                    self._heal_soon(channel, state, check_history=True)
+                raise BrokerUnavailable("broker unavailable: resyncing this channel, try again")
+            if last == delivered.offset:
+                continue
             ready, _ = contiguous_after(last, history)
             if not ready or ready[-1].epoch != since.epoch:
                 return None  # history no longer holds them all
-            if self._channels.get(channel) is not state:
-                return None
             # The channel may be behind what history holds (publications in
             # flight): keep only what it already delivered, the rest comes live.
             ready = [pub for pub in ready if pub.offset <= state.position.offset]
             missed.extend(ready)
             if ready:
                 last = ready[-1].offset
+
+    async def _read_history(
+        self, channel: str, state: _Channel, after: int, upto: int
+    ) -> tuple[list[Publication], StreamPosition]:
+        """The publications after offset ``after`` up to ``upto``, and the channel's position
+        in the broker, from one read shared with the other recoveries of the moment."""
+        for read in state.reads:
+            if read.after <= after and read.upto >= upto:
+                break
+            if not read.started:
+                read.after, read.upto = min(read.after, after), max(read.upto, upto)
+                break
+        else:
+            read = _HistoryRead(after, upto, asyncio.get_running_loop().create_future())
+            # Whoever waits may be cancelled: the outcome is retrieved regardless.
+            read.done.add_done_callback(_retrieve)
+            state.reads.append(read)
+            self._spawn(self._run_read(channel, state, read), f"feeds-history:{channel}")
+        publications, position = await asyncio.shield(read.done)
+        return [pub for pub in publications if after < pub.offset <= upto], position
+
+    async def _run_read(self, channel: str, state: _Channel, read: _HistoryRead) -> None:
+        await asyncio.sleep(0)  # the recoveries of this loop iteration join in
+        read.started = True
+        try:
+            result = await self._broker.history(channel, read.after, read.upto - read.after)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else BrokerUnavailable("closing")
+            read.done.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            read.done.set_result(result)
+        finally:
+            state.reads.remove(read)
+
+    async def _close_if_unused(self, channel: str, state: _Channel) -> None:
+        async with self._lock(channel):
+            if self._channels.get(channel) is state and state.size == 0 and not state.joining:
+                await self._close(channel)
 
     async def _open(self, channel: str) -> _Channel:
         # Park publications until the channel's position is known: those
@@ -176,6 +268,7 @@ class Hub:
             with contextlib.suppress(BrokerUnavailable):
                 await self._broker.unsubscribe(channel)
             raise
+        metrics.CHANNELS.inc()
         self._heal_soon(channel, state, check_history=False)
         return state
 
@@ -187,11 +280,12 @@ class Hub:
                 return
             for outboxes in state.members.values():
                 outboxes.discard(outbox)
-            if state.size == 0:
+            if state.size == 0 and not state.joining:
                 await self._close(channel)
 
     async def _close(self, channel: str) -> None:
         del self._channels[channel]
+        metrics.CHANNELS.dec()
         with contextlib.suppress(BrokerUnavailable):
             await self._broker.unsubscribe(channel)
 
@@ -220,6 +314,9 @@ class Hub:
         if event.epoch == position.epoch and event.offset == position.offset + 1:
             state.position = StreamPosition(event.offset, event.epoch)
             self._fan_out(state, event)
+            counter = self._counter
+            if counter is not None:
+                counter.fanned_out(state.members, event)
         elif event.epoch == position.epoch and event.offset <= position.offset:
             return  # delivered already (read from history while healing)
         else:
@@ -230,6 +327,7 @@ class Hub:
             self._heal_soon(event.channel, state, check_history=True)
 
     def on_resubscribed(self) -> None:
+        metrics.BROKER_RECONNECTS.inc()
         # Whatever was published while pub/sub was down was not delivered:
         # compare every channel with its history.
         self.on_channels_resubscribed(list(self._channels))
@@ -245,9 +343,10 @@ class Hub:
     # -- healing
 
     def _heal_soon(self, channel: str, state: _Channel, *, check_history: bool) -> None:
-        task = asyncio.create_task(
-            self._heal(channel, state, check_history), name=f"feeds-heal:{channel}"
-        )
+        self._spawn(self._heal(channel, state, check_history), f"feeds-heal:{channel}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -275,6 +374,8 @@ class Hub:
                 return
             if position.epoch and current.epoch != position.epoch:
                 self._give_up(channel, state, "its history was lost (new epoch)")
+                # Whoever subscribes from now on starts in the new epoch.
+                state.position = current
                 return
             if not position.epoch:
                 position = state.position = StreamPosition(position.offset, current.epoch)
@@ -284,6 +385,11 @@ class Hub:
             if missing > self._heal_max or (missing > 0 and not ready):
                 self._give_up(channel, state, f"{missing} publications are no longer in history")
                 return
+            parked_offsets = {p.offset for p in live}
+            healed = sum(1 for p in ready if p.offset not in parked_offsets)
+            if healed:
+                metrics.GAPS_HEALED.inc()
+                metrics.MESSAGES_HEALED.inc(healed)
             self._deliver_all(state, ready)
             # What arrived during the read waits for the next round, which
             # delivers it at once if it follows on.
@@ -303,12 +409,22 @@ class Hub:
         state.position = StreamPosition(last.offset, last.epoch)
         for wire_format, outboxes in state.members.items():
             if outboxes:
-                frames = [text_frame(encode_event(pub, wire_format)) for pub in publications]
+                frames = _frames(publications, wire_format)
                 for outbox in list(outboxes):
                     outbox.put_batch(frames)
+        counter = self._counter
+        if counter is not None:
+            counter.fanned_out(state.members, last, len(publications))
 
     def _give_up(self, channel: str, state: _Channel, why: str) -> None:
-        log.warning("closing %d clients of %r: %s", state.size, channel, why)
+        metrics.GAPS_GIVEN_UP.inc()
+        log.warning(
+            "closing %d clients of %r: %s",
+            state.size,
+            channel,
+            why,
+            extra={"channel": channel, "code": int(CloseCode.TRY_AGAIN_LATER)},
+        )
         for outboxes in state.members.values():
             for outbox in list(outboxes):
                 outbox.abort()
@@ -319,7 +435,13 @@ class Hub:
     def _fan_out(self, state: _Channel, event: Event) -> None:
         for wire_format, outboxes in state.members.items():
             if outboxes:
-                frame = text_frame(encode_event(event, wire_format))
+                try:
+                    frame = text_frame(encode_event(event, wire_format))
+                except Exception:
+                    # Brokers refuse what cannot be written (check_data), but a foreign
+                    # publisher may not: one publication must not end a channel.
+                    _unwritable(event)
+                    return
                 for outbox in outboxes:
                     outbox.put(frame)
 
@@ -329,3 +451,23 @@ class Hub:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # The channels go with the hub: they no longer count.
+        metrics.CHANNELS.dec(len(self._channels))
+        self._channels.clear()
+
+
+def _frames(publications: list[Publication], wire_format: WireFormat) -> list[bytes]:
+    """The frames of a batch (a recovery, a healed gap), without those that cannot be
+    written."""
+    frames = []
+    for pub in publications:
+        try:
+            frames.append(text_frame(encode_event(pub, wire_format)))
+        except Exception:
+            _unwritable(pub)
+    return frames
+
+
+def _unwritable(event: Event) -> None:
+    offset = getattr(event, "offset", None)
+    log.exception("dropping an event of %r (offset %s): cannot be written", event.channel, offset)

@@ -5,20 +5,33 @@ docs/protocol.md, "Commands on /ws".
 
 from __future__ import annotations
 
-from ..codec import encode_reply, encode_subscribed, message_event
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ..codec import WireFormat, encode_reply, encode_subscribed, error_event, message_event
 from ..commands import Command, InvalidCommand, Op, decode_command
 from ..errors import FeedsError
-from ..events import StreamPosition
+from ..events import Publication, StreamPosition
 from .connection import Connection
 from .node import Node
 
 __all__ = ["run_command", "serve_multiplex"]
 
+log = logging.getLogger("sanic_feeds.multiplex")
 
-async def serve_multiplex(node: Node, conn: Connection) -> None:
+
+async def serve_multiplex(node: Node, conn: Connection, joins: Sequence[str] = ()) -> None:
     """Run one ``/ws`` connection: each command is answered in order; a bad
     command gets an ``error`` event and the connection stays open. Leaving
-    the channels is the caller's job (``Node.disconnect``)."""
+    the channels is the caller's job (``Node.disconnect``).
+
+    ``joins``: channels the app's ``on_connect`` hook chose, subscribed first, each
+    announced with ``subscribed`` (without ``id``), or an ``error`` (with ``channel``)."""
+    for channel in joins:
+        await _join(node, conn, channel)
     while not conn.closed:
         text = conn.text_of(await conn.receive())
         if text is None:
@@ -26,12 +39,27 @@ async def serve_multiplex(node: Node, conn: Connection) -> None:
         try:
             command = decode_command(text)
         except InvalidCommand as bad:
-            conn.send_error(bad.error.code, bad.error.message, bad.command_id)
+            conn.send_failure(bad.error, bad.command_id)
             continue
         try:
             await run_command(node, conn, command)
         except FeedsError as exc:
-            conn.send_error(exc.code, exc.message, command.id)
+            conn.send_failure(exc, command.id)
+
+
+async def _join(node: Node, conn: Connection, channel: str) -> None:
+    """Subscribe ``conn`` to a channel the app chose: no permission or subscribe hook."""
+
+    def greet(position: StreamPosition, recovered: bool) -> None:
+        conn.send(encode_subscribed(channel, position, recovered, client=conn.id))
+
+    try:
+        await node.subscribe(conn, channel, greet, checked=True)
+    except FeedsError as exc:
+        log.warning("could not subscribe %s to %r chosen by on_connect: %s", conn.id, channel, exc)
+        if conn.wire_format is WireFormat.JSON:
+            event = error_event(exc.code, exc.public_message)
+            conn.send(orjson.dumps({**event, "channel": channel}))
 
 
 async def run_command(node: Node, conn: Connection, command: Command) -> None:
@@ -43,28 +71,48 @@ async def run_command(node: Node, conn: Connection, command: Command) -> None:
         since = None if command.since is None else StreamPosition(command.since, command.epoch)
 
         def greet(position: StreamPosition, recovered: bool) -> None:
-            conn.send(encode_subscribed(channel, position, recovered, command.id))
+            conn.send(encode_subscribed(channel, position, recovered, command.id, client=conn.id))
 
         await node.subscribe(conn, channel, greet, since)
     elif command.op is Op.UNSUBSCRIBE:
         await node.unsubscribe(conn, channel)
         conn.send(encode_reply("unsubscribed", command.id, channel=channel))
     elif command.op is Op.PUBLISH:
-        position = await node.publish_from(conn, channel, command.data)
+        position = await node.publish_from(
+            conn, channel, command.data, idempotency_key=command.idempotency_key
+        )
         if position is not None:
-            conn.send(encode_reply("ack", command.id, offset=position.offset))
+            conn.send(
+                encode_reply("ack", command.id, offset=position.offset, epoch=position.epoch)
+            )
     elif command.op is Op.PRESENCE:
-        clients = await node.presence(channel)
+        clients = await node.presence(channel, conn=conn)
         conn.send(encode_reply("presence", command.id, channel=channel, clients=clients))
     elif command.op is Op.HISTORY:
-        publications, position = await node.history(channel, command.since, command.limit)
-        conn.send(
-            encode_reply(
-                "history",
-                command.id,
-                channel=channel,
-                messages=[message_event(pub) for pub in publications],
-                offset=position.offset,
-                epoch=position.epoch,
-            )
+        publications, position = await node.history(
+            channel, command.since, command.limit, conn=conn
         )
+        fields = {"channel": channel, "offset": position.offset, "epoch": position.epoch}
+        conn.send(_history_reply(command.id, publications, fields))
+    elif command.op is Op.REFRESH:
+        expires_at = node.refresh(conn, command.token)
+        conn.send(encode_reply("refreshed", command.id, exp=expires_at))
+
+
+def _history_reply(command_id: Any, publications: list[Publication], fields: Any) -> bytes:
+    """The ``history`` reply. A publication that cannot be written (stored by a foreign
+    publisher past ``check_data``) is left out rather than failing the whole reply."""
+    try:
+        return encode_reply(
+            "history", command_id, messages=[message_event(p) for p in publications], **fields
+        )
+    except orjson.JSONEncodeError:
+        writable = []
+        for pub in publications:
+            try:
+                orjson.dumps(message_event(pub))
+            except orjson.JSONEncodeError:
+                log.error("history of %r: offset %d cannot be written", pub.channel, pub.offset)
+                continue
+            writable.append(message_event(pub))
+        return encode_reply("history", command_id, messages=writable, **fields)

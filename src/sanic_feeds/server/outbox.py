@@ -18,6 +18,8 @@ from typing import Protocol
 
 from websockets.protocol import State
 
+from . import metrics
+
 __all__ = ["Flusher", "Outbox", "Session", "WritableProtocol"]
 
 log = logging.getLogger("sanic_feeds.outbox")
@@ -128,7 +130,7 @@ class Outbox:
             # a burst queued within one loop iteration goes out now if it can.
             self.flush()
             if len(frames) > self._max_frames:
-                self.abort()
+                self._overflow()
             return
         if not self._scheduled:
             self._scheduled = True
@@ -142,7 +144,7 @@ class Outbox:
         self._frames.extend(frames)
         self.flush()
         if len(self._frames) > self._max_frames:
-            self.abort()
+            self._overflow()
 
     def flush(self) -> None:
         # Called once per connection for every burst a channel fans out: the
@@ -184,6 +186,11 @@ class Outbox:
     @property
     def queued(self) -> int:
         return len(self._frames)
+
+    def _overflow(self) -> None:
+        if not self.closed:
+            metrics.SLOW_CLIENT_CLOSES.inc()
+        self.abort()
 
     def abort(self) -> None:
         """Give the connection up: it is closed with 1013 and may recover with ``since``."""

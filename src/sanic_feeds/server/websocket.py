@@ -14,7 +14,9 @@ pre-encoded bytes straight to the transport, so it needs much less:
 - keepalive is one timer per process (:class:`Keepalive`), not a task per
   connection; the closing deadline is a timer handle, set only when closing;
 - control frames (pong, close) are written as soon as the protocol produces
-  them.
+  them; a peer that sends pings but does not read the pongs is closed with
+  1013 once ``max_queue`` of them wait behind a full transport buffer, as a
+  slow reader of data frames is (``outbox.py``).
 
 The connection's HTTP protocol (Sanic's ``WebSocketProtocol``) keeps owning
 the transport and forwards ``data_received``, ``eof_received`` and
@@ -81,6 +83,7 @@ def accept(
     *,
     max_message_bytes: int,
     keepalive: Keepalive | None,
+    max_queue: int = 1000,
     close_timeout_s: float = _CLOSE_TIMEOUT_S,
 ) -> ServerWebSocket | Response:
     """Answer an upgrade request on ``io_proto``'s connection.
@@ -100,7 +103,13 @@ def accept(
     if response.status_code != 101:
         return response
     transport.write(response.serialize())
-    ws = ServerWebSocket(ws_proto, io_proto, keepalive=keepalive, close_timeout_s=close_timeout_s)
+    ws = ServerWebSocket(
+        ws_proto,
+        io_proto,
+        keepalive=keepalive,
+        close_timeout_s=close_timeout_s,
+        max_queue=max_queue,
+    )
     io_proto.websocket = ws
     return ws
 
@@ -200,6 +209,7 @@ class ServerWebSocket:
         "_close_deadline",
         "_closed",
         "_closing",
+        "_control_backlog",
         "_eof",
         "_fragments",
         "_head",
@@ -211,6 +221,7 @@ class ServerWebSocket:
         "io_proto",
         "last_ping_at",
         "loop",
+        "max_queue",
         "ping_sent_at",
         "reading_paused",
         "ws_proto",
@@ -223,12 +234,17 @@ class ServerWebSocket:
         *,
         keepalive: Keepalive | None,
         close_timeout_s: float,
+        max_queue: int = 1000,
     ) -> None:
         self.ws_proto = ws_proto
         #: None once the TCP connection is gone.
         self.io_proto: IOProtocol | None = io_proto
         self.loop = asyncio.get_running_loop()
         self.close_timeout_s = close_timeout_s
+        #: Control frames (pongs) that may wait behind a full transport buffer.
+        self.max_queue = max_queue
+        #: Control frames written while the transport's buffer was over its high-water mark.
+        self._control_backlog = 0
         #: Waits for the end of the TCP connection, once someone waits for it.
         self._closed: asyncio.Future[None] | None = None
         #: Complete messages received; those from ``_head`` on are not read yet.
@@ -329,6 +345,16 @@ class ServerWebSocket:
         # The transport is aborted by then if the peer did not cooperate.
         await asyncio.shield(self._closed)
 
+    @property
+    def close_code_sent(self) -> int | None:
+        """The code of the close this side started (ours, or the protocol's on a bad
+        frame), None when the peer closed first or no close frame left."""
+        ws_proto = self.ws_proto
+        sent = ws_proto.close_sent
+        if sent is None or ws_proto.close_rcvd_then_sent:
+            return None
+        return int(sent.code)
+
     # -- what the HTTP protocol forwards
 
     def data_received(self, data: bytes) -> None:
@@ -380,7 +406,7 @@ class ServerWebSocket:
         """Write what the protocol produced (pong, close frame, end of stream)."""
         chunks = self.ws_proto.data_to_send()
         transport = self._transport()
-        if transport is None or not chunks:
+        if transport is None or not chunks or transport.is_closing():
             return
         for chunk in chunks:
             if chunk:
@@ -389,6 +415,17 @@ class ServerWebSocket:
                 # The protocol's end of stream: half-close, so that the peer
                 # sees it and closes, while what it still sends is read.
                 transport.write_eof()
+        if self._closing:
+            return
+        # A peer that pings without reading the pongs would grow this buffer without
+        # bound: count what it leaves unread, like the outbox counts data frames.
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            self._control_backlog += len(chunks)
+            if self._control_backlog > self.max_queue:
+                log.info("closing a connection that does not read its pongs")
+                self.fail_connection(CloseCode.TRY_AGAIN_LATER, "too slow, not reading")
+        else:
+            self._control_backlog = 0
 
     def _on_frame(self, frame: Frame) -> None:
         if self._closing:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """The yardstick: the simplest correct broadcast server for ``/feed/<channel>``.
 
 One process, no broker, no framework: the ``websockets`` library's asyncio
@@ -13,7 +12,12 @@ null, "ts"}``, encoded once and written to every socket of the channel with
 in the same run (``bench compare`` / ``--with-reference``), because absolute
 figures on a shared 2-core machine mean little.
 
-    python bench/reference_server.py --port 8100
+Its code imports nothing from sanic-feeds, only ``websockets`` and
+``orjson`` (and uvloop when installed), so it runs as well from a copy of
+this file (``--reference-server FILE``) as from the package, which is how
+the bench starts it:
+
+    python -m sanic_feeds.bench.reference_server --port 8100
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+__all__ = ["Channel", "channel_of", "feed", "main", "parse_frame", "route", "run"]
 
 FEED_PREFIX = "/feed/"
 
@@ -61,7 +67,7 @@ def route(connection: ServerConnection, request: Request) -> Response | None:
 
 
 def parse_frame(frame: str | bytes) -> object:
-    """A frame's data: its JSON value, or its text when it is not JSON (SPEC)."""
+    """A frame's data: its JSON value, or its text when it is not JSON (docs/protocol.md)."""
     try:
         return orjson.loads(frame)
     except orjson.JSONDecodeError:
@@ -114,7 +120,11 @@ async def main(host: str, port: int) -> None:
 
 
 def run() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """The command line: serve on ``--host`` and ``--port`` until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sanic_feeds.bench.reference_server",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
