@@ -96,8 +96,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .server.app import run
 
-    if settings.demo_page:
-        # The first line a person reads: where to look.
+    if settings.demo_page and settings.log_format != "json":
+        # The first line a person reads: where to look. (JSON logs are read by a
+        # collector, which wants every line to be one object.)
         print(f"open {_demo_url(settings.host, settings.port)}", flush=True)
     try:
         run(settings)
