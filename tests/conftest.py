@@ -8,6 +8,13 @@
 - ``redis_url`` (function): the shared server's URL, after FLUSHALL.
 - ``private_redis`` / ``private_redis_aof`` (function): a ``RedisServer`` of the test's own,
   to kill or restart; the second with the AOF on, so its data survives ``restart()``.
+- ``redis_cluster`` (session): a private 3-primary Redis Cluster (``ClusterServers``);
+  ``redis_cluster_url`` (function): its ``redis+cluster://`` URL, after FLUSHALL on every
+  primary. ``private_cluster`` (function): a 3-primary cluster of the test's own whose
+  first primary has a replica and whose second holds 1/15 of the slots, to reshard or
+  fail over. ``private_sentinel`` (function): a master, a replica and three Sentinels
+  (``SentinelServers``). No server binary: skipped like the Redis fixtures, and failed
+  the same way under ``FEEDS_REQUIRE_REDIS=1``.
 - ``feeds_server_factory`` (function): starts ``sanic-feeds serve`` processes; at teardown
   SIGTERMs each, and fails the test if one does not exit within 10 s.
 
@@ -24,15 +31,28 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 
 from tests.support.feeds_server import FeedsServer
+from tests.support.redis_cluster import ClusterServers, SentinelServers
 from tests.support.redis_server import RedisServer
 
-REDIS_FIXTURES = frozenset({"redis_server", "redis_url", "private_redis", "private_redis_aof"})
+REDIS_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "redis_url",
+        "private_redis",
+        "private_redis_aof",
+        "redis_cluster",
+        "redis_cluster_url",
+        "private_cluster",
+        "private_sentinel",
+    }
+)
 SERVER_FIXTURES = frozenset({"feeds_server_factory"})
 
 
@@ -100,6 +120,53 @@ def private_redis_aof() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+def _no_binary_skips(make: type[ClusterServers] | type[SentinelServers], **kwargs: Any) -> Any:
+    """``make(**kwargs)``, or the Redis fixtures' skip when no server binary exists (the
+    constructors raise RuntimeError only then; a server that fails to start is an error)."""
+    try:
+        return make(**kwargs)
+    except RuntimeError as exc:
+        raise RedisUnavailable(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterServers]:
+    cluster: ClusterServers = _no_binary_skips(ClusterServers)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: ClusterServers) -> str:
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[ClusterServers]:
+    # The second primary holds a small share of the slots, so that moving them all
+    # (test_failover_drills) takes seconds, not tens of seconds.
+    cluster: ClusterServers = _no_binary_skips(ClusterServers, replicated=[0], shares=[7, 1, 7])
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def private_sentinel() -> Iterator[SentinelServers]:
+    servers: SentinelServers = _no_binary_skips(SentinelServers)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.close()
 
 
 class FeedsServerFactory:

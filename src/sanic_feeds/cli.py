@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .brokers import SUPPORTED_SCHEMES, redact_url
+from .brokers import SUPPORTED_SCHEMES, URL_FORMS, check_reachable, redact_url
 from .errors import BrokerUnavailable
 from .events import StreamPosition
 from .settings import ENV_PREFIX, Settings, SettingsError, env_of, flag_of, load_settings
@@ -79,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _load_settings(args, [f.name for f in fields(Settings)])
     scheme = urlsplit(settings.broker).scheme
     if scheme not in SUPPORTED_SCHEMES:
-        _fail(f"unsupported broker URL {settings.broker!r}: use memory:// or redis://HOST:PORT/DB")
+        _fail(f"unsupported broker URL {redact_url(settings.broker)!r}: use {URL_FORMS}")
     if scheme == "memory" and settings.workers > 1:
         _fail(
             f"--workers {settings.workers} needs a shared broker: memory:// lives inside one "
@@ -135,17 +135,8 @@ def _check_address(host: str, port: int) -> None:
 
 def _check_broker(url: str) -> None:
     """Fail in one line, before Sanic starts, when the broker cannot be reached."""
-    from redis.asyncio import Redis
-
-    async def ping() -> None:
-        client = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
-        try:
-            await client.ping()
-        finally:
-            await client.aclose()
-
     try:
-        asyncio.run(ping())
+        asyncio.run(check_reachable(url))
     except Exception as exc:
         _fail(f"cannot reach the broker at {redact_url(url)}: {exc}")
 
@@ -175,7 +166,8 @@ def _add_publish(sub: Any) -> None:
     target.add_argument("--url", help="a server's base URL, e.g. http://127.0.0.1:8000")
     target.add_argument(
         "--broker",
-        help=f"broker URL, redis://HOST:PORT/DB (env {env_of('broker')}, or broker in --config)",
+        help=f"broker URL, redis://HOST:PORT/DB, redis+cluster://... or redis+sentinel://... "
+        f"(env {env_of('broker')}, or broker in --config)",
     )
     parser.add_argument("--api-key", help=f"the server's API key (env {ENV_PREFIX}API_KEY)")
     _add_config(parser)

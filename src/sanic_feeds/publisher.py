@@ -43,6 +43,8 @@ class _NoDelivery:
 
     def on_resubscribed(self) -> None: ...
 
+    def on_channels_resubscribed(self, channels: object) -> None: ...
+
 
 def _retrieve(future: asyncio.Future[StreamPosition]) -> None:
     if not future.cancelled():

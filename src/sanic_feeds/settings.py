@@ -31,8 +31,13 @@ def _option(default: Any, help: str, flag: str | None = None) -> Any:
 class Settings:
     host: str = _option("127.0.0.1", "address to listen on")
     port: int = _option(8000, "port to listen on")
-    broker: str = _option("memory://", "memory:// (one process) or redis://HOST:PORT/DB")
-    workers: int = _option(1, "Sanic worker processes (needs a redis:// broker when > 1)")
+    broker: str = _option(
+        "memory://",
+        "memory:// (one process), redis://HOST:PORT/DB, "
+        "redis+cluster://HOST:PORT[,HOST:PORT...] or "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]",
+    )
+    workers: int = _option(1, "Sanic worker processes (needs a Redis broker when > 1)")
     max_message_bytes: int = _option(65536, "largest frame a client may send (close 1009)")
     max_queue: int = _option(
         1000, "outbound frames queued per connection before it is closed with 1013"

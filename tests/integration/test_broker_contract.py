@@ -1,7 +1,8 @@
 """The broker contract (``sanic_feeds.brokers.base.Broker``), one suite for every broker.
 
-Each test runs against ``memory://`` and ``redis://`` (the shared test Redis), built with
-``create_broker`` and started with a recording handler. Direct broker calls, no server.
+Each test runs against ``memory://``, ``redis://`` (the shared test Redis) and
+``redis+cluster://`` (the shared 3-primary test cluster), built with ``create_broker`` and
+started with a recording handler. Direct broker calls, no server.
 A few promises only make sense with more than one process or a broker that can go away;
 those run on Redis only, at the end.
 """
@@ -12,7 +13,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import orjson
@@ -23,9 +24,14 @@ from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.events import Event, Join, Leave, Publication, StreamPosition
 from tests.support.redis_server import RedisServer, free_port
 
-# The redis case gets ``redis_url`` through ``request.getfixturevalue``, which collection
-# cannot see: its mark is what makes it a ``redis`` test (``-m redis``, FEEDS_REQUIRE_REDIS).
-BROKERS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+# The redis and cluster cases get their URL through ``request.getfixturevalue``, which
+# collection cannot see: their mark is what makes them ``redis`` tests (``-m redis``,
+# FEEDS_REQUIRE_REDIS).
+BROKERS = [
+    "memory",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=pytest.mark.redis),
+]
 
 
 class Recorder:
@@ -34,12 +40,17 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.resubscribed = 0
+        #: Channels named by ``on_channels_resubscribed``, in order.
+        self.channels_resubscribed: list[str] = []
 
     def on_event(self, event: Event) -> None:
         self.events.append(event)
 
     def on_resubscribed(self) -> None:
         self.resubscribed += 1
+
+    def on_channels_resubscribed(self, channels: Collection[str]) -> None:
+        self.channels_resubscribed.extend(channels)
 
     def publications(self, channel: str) -> list[Publication]:
         return [e for e in self.events if isinstance(e, Publication) and e.channel == channel]
@@ -70,7 +81,9 @@ StartBroker = Callable[..., Awaitable[tuple[Broker, Recorder]]]
 def broker_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
-    url: str = request.getfixturevalue("redis_url")
+    url: str = request.getfixturevalue(
+        "redis_cluster_url" if request.param == "cluster" else "redis_url"
+    )
     return url
 
 

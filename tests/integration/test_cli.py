@@ -119,6 +119,25 @@ async def test_the_unreachable_broker_line_does_not_show_the_brokers_password() 
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://user:hunter2@127.0.0.1:{port},127.0.0.1:{other}",
+        "redis+sentinel://user:hunter2@127.0.0.1:{port},127.0.0.1:{other}/mymaster",
+    ],
+    ids=["cluster", "sentinel"],
+)
+async def test_an_unreachable_cluster_or_sentinel_exits_1_with_one_line(url: str) -> None:
+    url = url.format(port=free_port(), other=free_port())
+    began = time.monotonic()
+    status, _, err = await run_cli("serve", "--port", str(free_port()), "--broker", url)
+    assert time.monotonic() - began < 15
+    assert status == 1
+    line = one_line(err)
+    assert "cannot reach the broker" in line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize(
     ("args", "env", "config"),
     [
         (["--max-queue", "0"], {}, None),

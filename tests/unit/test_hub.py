@@ -246,6 +246,49 @@ async def test_a_gap_in_offsets_is_filled_from_history_in_order(setup: Any) -> N
     assert [e["offset"] for e in client.events()] == [1, 2, 3, 4]
 
 
+class HistoryCountingBroker(MemoryBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.history_reads: list[str] = []
+
+    async def history(self, channel: str, since: int | None, limit: int) -> Any:
+        self.history_reads.append(channel)
+        return await super().history(channel, since, limit)
+
+
+async def test_channels_resubscribed_heals_those_channels_without_a_live_publication() -> None:
+    """A shard of a cluster lost "a" (its slot migrated) while "b" stayed subscribed:
+    what "a" missed is delivered as soon as the broker says it is back, before any new
+    publication shows the gap, and "b" is not read from history."""
+    broker = HistoryCountingBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    a, b = Client(hub), Client(hub)
+    await hub.subscribe("a", a.outbox, WireFormat.JSON)
+    await hub.subscribe("b", b.outbox, WireFormat.JSON)
+    await broker.publish("a", 1)
+    await broker.publish("b", 1)
+    await settle()
+    broker.history_reads.clear()
+    await broker.unsubscribe("a")
+    await broker.publish("a", 2)
+    await broker.publish("a", 3)
+    await broker.subscribe("a")
+    hub.on_channels_resubscribed(["a"])
+    await settle()
+    assert [e["offset"] for e in a.events()] == [1, 2, 3]
+    assert [e["offset"] for e in b.events()] == [1]
+    assert broker.history_reads == ["a"]
+    await hub.close()
+
+
+async def test_a_resubscribed_channel_nobody_here_subscribes_is_ignored(setup: Any) -> None:
+    _, hub = setup
+    hub.on_channels_resubscribed(["nobody"])
+    await settle()
+    assert hub.channel_count == 0
+
+
 async def test_a_gap_that_history_no_longer_holds_aborts_the_channels_clients() -> None:
     broker = MemoryBroker()
     hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=300)

@@ -261,6 +261,23 @@ def test_named(private_redis):
     pass
 
 
+@pytest.fixture(params=["cluster"])
+def hidden_cluster_url(request):
+    return request.getfixturevalue("redis_cluster_url")
+
+
+def test_hidden_cluster(hidden_cluster_url):
+    pass
+
+
+def test_cluster(private_cluster):
+    pass
+
+
+def test_sentinel(private_sentinel):
+    pass
+
+
 @pytest.mark.redis
 def test_marked():
     pytest.skip("marked redis, skipped by itself")
@@ -305,15 +322,18 @@ def test_require_redis_fails_on_every_redis_skip_however_the_test_got_redis(
     done = _run_guarded_session(tmp_path, "1")
     out = done.stdout
     assert done.returncode == pytest.ExitCode.TESTS_FAILED, out + done.stderr
-    assert "1 passed, 5 skipped in" in out, out
+    assert "1 passed, 8 skipped in" in out, out
     listed = out.split("FEEDS_REQUIRE_REDIS=1: ", 1)[1]
-    assert listed.startswith("4 redis test(s) skipped"), out
-    reported = {line.split(": ", 1)[0] for line in listed.splitlines()[1:5]}
+    assert listed.startswith("7 redis test(s) skipped"), out
+    reported = {line.split(": ", 1)[0] for line in listed.splitlines()[1:8]}
     assert reported == {
         "test_guarded.py::test_hidden[redis]",
         "test_guarded.py::test_marked",
         "test_guarded.py::test_module[redis]",
         "test_guarded.py::test_named",
+        "test_guarded.py::test_hidden_cluster[cluster]",
+        "test_guarded.py::test_cluster",
+        "test_guarded.py::test_sentinel",
     }, out
     assert "test_unrelated" not in listed and "test_hidden[memory]" not in listed
 
@@ -321,5 +341,5 @@ def test_require_redis_fails_on_every_redis_skip_however_the_test_got_redis(
 def test_without_require_redis_the_same_skips_pass(tmp_path: Path) -> None:
     done = _run_guarded_session(tmp_path, "")
     assert done.returncode == pytest.ExitCode.OK, done.stdout + done.stderr
-    assert "1 passed, 5 skipped in" in done.stdout
+    assert "1 passed, 8 skipped in" in done.stdout
     assert "FEEDS_REQUIRE_REDIS" not in done.stdout

@@ -189,7 +189,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--broker",
         default="memory://",
         metavar="URL",
-        help="broker of the --spawn instances (default memory://; N > 1 needs redis://)",
+        help="broker of the --spawn instances (default memory://; N > 1 needs redis://, "
+        "redis+cluster:// or redis+sentinel://)",
     )
     target.add_argument(
         "--target",

@@ -6,7 +6,7 @@ Every broker passes the same contract suite (``tests/integration/test_broker_con
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,6 +74,15 @@ class BrokerHandler(Protocol):
         for gaps in every channel (history tells what was missed).
         """
 
+    def on_channels_resubscribed(self, channels: Collection[str]) -> None:
+        """These channels lost their subscription and have it again; the others did not
+        lose theirs (Redis Cluster: a slot moved to another shard, or one shard failed
+        over).
+
+        Anything published on them meanwhile was not delivered: the handler must look
+        for gaps in these channels.
+        """
+
 
 class Broker(Protocol):
     """Delivery contract.
@@ -81,7 +90,8 @@ class Broker(Protocol):
     - Publications on one channel reach every subscribed process in offset
       order, which is the order the broker accepted them. Delivery is
       at-most-once: after a connection loss some can be skipped, and the
-      handler is told through :meth:`BrokerHandler.on_resubscribed`; history
+      handler is told through :meth:`BrokerHandler.on_resubscribed` (every
+      channel) or :meth:`BrokerHandler.on_channels_resubscribed` (some); history
       (``history``) is how a gap is filled.
     - Offsets are assigned by the broker at publish time, strictly increasing
       per channel within an epoch. A new epoch means history was lost.

@@ -18,11 +18,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from ..errors import BrokerUnavailable
 
-__all__ = ["ScriptBatcher"]
+__all__ = ["REDIS_FAILURES", "ScriptBatcher"]
+
+#: Every way a Redis call fails that is Redis's (or the network's) doing, not a bug.
+#: RedisCluster raises RedisClusterException, which is no RedisError, when no node
+#: answers at all.
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+#: Error replies that say where Redis is (a failover, a slot on the move), not what the
+#: script did wrong.
+_NOT_THE_SCRIPT = (ClusterError, AskError, TryAgainError, ReadOnlyError)
 
 log = logging.getLogger("sanic_feeds.broker")
 
@@ -30,7 +48,9 @@ _Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    def __init__(self, redis: Redis, source: str, *, name: str = "feeds-script-batch") -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, source: str, *, name: str = "feeds-script-batch"
+    ) -> None:
         self._redis = redis
         self._source = source
         #: The sender task's name.
@@ -96,7 +116,10 @@ class ScriptBatcher:
     async def _pipeline(self, calls: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in calls:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
+                # Not pipe.evalsha(), which a RedisCluster pipeline refuses (a node
+                # may not have the script); NOSCRIPT is handled here. A cluster
+                # routes the command by the slot of its keys.
+                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
@@ -117,11 +140,11 @@ def _no_script(reply: Any) -> bool:
 
 def _as_unavailable(exc: BaseException) -> BaseException:
     """Redis failing is ``BrokerUnavailable``; anything else (a bug) stays what it is."""
-    if isinstance(exc, ResponseError):
+    if isinstance(exc, ResponseError) and not isinstance(exc, _NOT_THE_SCRIPT):
         # The script itself failed (an argument it cannot take): a bug to fix, not an
         # outage. Clients are told only that the broker is unavailable.
         log.error("a Redis script failed: %s", exc)
-    if isinstance(exc, RedisError | OSError | TimeoutError):
+    if isinstance(exc, REDIS_FAILURES):
         return BrokerUnavailable(f"broker unavailable: {exc}")
     if isinstance(exc, asyncio.CancelledError):
         return BrokerUnavailable("broker unavailable: closing")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -330,8 +330,13 @@ class Hub:
         metrics.BROKER_RECONNECTS.inc()
         # Whatever was published while pub/sub was down was not delivered:
         # compare every channel with its history.
-        for channel, state in self._channels.items():
-            if state.parked is None:
+        self.on_channels_resubscribed(list(self._channels))
+
+    def on_channels_resubscribed(self, channels: Collection[str]) -> None:
+        # The same, for the channels of one shard of a Redis Cluster.
+        for channel in channels:
+            state = self._channels.get(channel)
+            if state is not None and state.parked is None:
                 state.parked = []
                 self._heal_soon(channel, state, check_history=True)
 
