@@ -41,10 +41,11 @@ from websockets.uri import parse_uri
 from sanic_feeds.errors import ErrorCode
 from tests.support.feeds_server import FeedsServer
 
-pytestmark = pytest.mark.integration
-
 #: Frames to send in the long run; unset: the short run of the suite.
 LONG_RUN_FRAMES = int(os.environ.get("FEEDS_FUZZ_FRAMES", "0") or 0)
+
+# The long run takes minutes per endpoint: no per-test timeout then (0 turns it off).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(0 if LONG_RUN_FRAMES else 120)]
 SHORT_RUN_EXAMPLES = 120
 MAX_MESSAGE_BYTES = 16384
 SERVER_ARGS = (
