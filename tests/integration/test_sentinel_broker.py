@@ -54,3 +54,17 @@ async def test_the_broker_follows_a_failover_and_heals(private_sentinel: Sentine
             new.close()
     finally:
         await broker.close()
+
+
+async def test_a_dead_sentinel_holds_nothing_up(private_sentinel: SentinelServers) -> None:
+    """The first Sentinel of the URL is down: every new connection asks the next one at
+    once (redis-py's default retries waited seconds on the dead one, for each)."""
+    private_sentinel.sentinels[0].kill()
+    started = time.monotonic()
+    broker = create_broker(private_sentinel.url, BrokerOptions(instance_id="one-down"))
+    await broker.start(Recorder())
+    try:
+        assert (await broker.publish("news", 1)).offset == 1
+        assert time.monotonic() - started < 2
+    finally:
+        await broker.close()
