@@ -966,3 +966,43 @@ async def test_nothing_is_delivered_after_unsubscribe_returns(
     seen = len(recorder.on("burst"))
     await asyncio.sleep(0.3)
     assert len(recorder.on("burst")) == seen
+
+
+class _SwallowingPipeline:
+    """A pipeline whose reply never comes and whose cancellation comes out as a timeout,
+    as redis-py's own timeouts can turn a cancel that races them into (Python 3.11)."""
+
+    async def __aenter__(self) -> _SwallowingPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __getattr__(self, command: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+    async def execute(self) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise TimeoutError("Timeout reading from socket") from None
+
+
+async def test_redis_close_ends_when_a_cancelled_heartbeat_swallows_its_cancellation(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A teardown once hung in CI for the 120 s of the test timeout, in ``close()``: the
+    heartbeat rides over Redis errors, so a cancellation that reaches it as a timeout let
+    it beat on, and ``close()`` awaited it forever. Now the loop stops once closing, and
+    every step of ``close()`` has a bound of its own."""
+    broker = create_broker(redis_url, BrokerOptions(instance_id="stuck", heartbeat_interval_s=0.05))
+    await broker.start(Recorder())
+    client = broker._redis  # type: ignore[attr-defined]
+    monkeypatch.setattr(client, "pipeline", lambda **kwargs: _SwallowingPipeline())
+    await asyncio.sleep(0.2)  # the next heartbeat now waits in execute()
+    heartbeat = broker._heartbeat_task  # type: ignore[attr-defined]
+    began = time.monotonic()
+    await asyncio.wait_for(broker.close(), 30)
+    assert time.monotonic() - began < 3
+    await asyncio.sleep(0.2)
+    assert heartbeat.done(), "the heartbeat goes on beating after close()"

@@ -37,12 +37,13 @@ from ..backoff import Backoff
 from ..errors import BrokerUnavailable
 from ..events import Event, Publication, StreamPosition, now_ms
 from .base import BrokerHandler, BrokerOptions, InstanceStatus
+from .closing import cancel_within, finish_within
 from .envelope import MalformedPayload, decode_payload, encode_status
+from .failures import REDIS_FAILURES, unavailable
 from .keys import INSTANCES_KEY, channel_keys, channel_of, heartbeat_channel, status_key
-from .script_batch import REDIS_FAILURES
 from .shard_reader import ShardReader
 from .slots import NodeAddress, SlotMap
-from .store import RedisStore, unavailable
+from .store import RedisStore
 from .urls import parse_cluster_url
 
 __all__ = ["ClusterBroker"]
@@ -137,25 +138,21 @@ class ClusterBroker:
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._heartbeat_task, self._maintainer_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = (self._heartbeat_task, self._maintainer_task)
         self._heartbeat_task = self._maintainer_task = None
-        await self._store.close()
+        await cancel_within(tasks, "the cluster's heartbeat and maintainer")
+        await finish_within(self._store.close(), "the script pipelines")
         readers, self._readers = list(self._readers.values()), {}
-        for reader in readers:
-            await reader.close()
+        # Each bounded on its own (shard_reader.py): together, not one after the other.
+        await asyncio.gather(*(reader.close() for reader in readers))
         self._slot_map = None
         for confirmed in self._confirmations.values():
             if not confirmed.done():
                 confirmed.set_exception(BrokerUnavailable("broker unavailable: closing"))
         # A goodbye, not a necessity (presence and the status expire a silent
         # instance anyway): a cluster that does not answer must not hold the shutdown.
-        with contextlib.suppress(*REDIS_FAILURES):
-            await asyncio.wait_for(self._store.say_goodbye(), _GOODBYE_TIMEOUT_S)
-        await self._cluster.aclose()
+        await finish_within(self._store.say_goodbye(), "the goodbye", _GOODBYE_TIMEOUT_S)
+        await finish_within(self._cluster.aclose(), "the cluster client")
 
     @property
     def ready(self) -> bool:
@@ -315,7 +312,7 @@ class ClusterBroker:
 
     async def _maintain_forever(self) -> None:
         backoff = Backoff()
-        while True:
+        while not self._closing:  # see RedisBroker._heartbeat_forever
             await self._remap.wait()
             self._remap.clear()
             try:
@@ -483,7 +480,7 @@ class ClusterBroker:
     async def _heartbeat_forever(self) -> None:
         interval_s = self._options.heartbeat_interval_s
         deaf_after_s = 5 * interval_s
-        while True:
+        while not self._closing:  # see RedisBroker._heartbeat_forever
             readers = list(self._readers.values())
             beats = [
                 self._cluster.spublish(reader.heartbeat, b"")

@@ -27,9 +27,11 @@ from ..backoff import Backoff
 from ..errors import BrokerUnavailable
 from ..events import Event, Publication, StreamPosition, now_ms
 from .base import BrokerHandler, BrokerOptions, InstanceStatus
+from .closing import cancel_within, finish_within
 from .envelope import MalformedPayload, decode_payload, encode_status
+from .failures import unavailable
 from .keys import INSTANCES_KEY, channel_keys, channel_of, heartbeat_channel, status_key
-from .store import RedisStore, unavailable
+from .store import RedisStore
 
 __all__ = ["RedisBroker", "channel_keys"]
 
@@ -117,24 +119,22 @@ class RedisBroker:
             raise BrokerUnavailable("broker unavailable: pub/sub did not connect") from None
 
     async def close(self) -> None:
+        """Stop reading and close every connection, within a few seconds whatever Redis
+        does (each step is bounded, ``closing.py``). Idempotent."""
         self._closing = True
-        for task in (self._heartbeat_task, self._reader_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = (self._heartbeat_task, self._reader_task)
         self._heartbeat_task = self._reader_task = None
-        await self._store.close()
+        await cancel_within(tasks, "the Redis reader and heartbeat")
+        await finish_within(self._store.close(), "the script pipelines")
         # Closed: no longer hearing anything (``ready`` turns false).
         self._pubsub = None
         self._connected.clear()
         # A goodbye, not a necessity (presence and the instance's status expire
         # a silent instance anyway): a Redis that does not answer must not hold
         # the shutdown.
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            await asyncio.wait_for(self._store.say_goodbye(), _GOODBYE_TIMEOUT_S)
-        await self._redis.aclose()
-        await self._pubsub_client.aclose()
+        await finish_within(self._store.say_goodbye(), "the goodbye", _GOODBYE_TIMEOUT_S)
+        await finish_within(self._redis.aclose(), "the command connections")
+        await finish_within(self._pubsub_client.aclose(), "the pub/sub client")
 
     @property
     def ready(self) -> bool:
@@ -333,7 +333,9 @@ class RedisBroker:
     async def _heartbeat_forever(self) -> None:
         interval_s = self._options.heartbeat_interval_s
         deaf_after_s = 5 * interval_s
-        while True:
+        # Not "while True": a cancellation that redis-py turned into a timeout (or any
+        # error this loop rides over) must not keep it beating after close().
+        while not self._closing:
             status = self._status_payload()
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
                 async with self._redis.pipeline(transaction=False) as pipe:

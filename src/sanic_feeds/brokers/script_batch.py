@@ -11,7 +11,6 @@ which keeps the calls in the order they were made.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -24,20 +23,16 @@ from redis.exceptions import (
     ClusterError,
     NoScriptError,
     ReadOnlyError,
-    RedisClusterException,
-    RedisError,
     ResponseError,
     TryAgainError,
 )
 
 from ..errors import BrokerUnavailable
+from .closing import cancel_within
+from .failures import REDIS_FAILURES
 
-__all__ = ["REDIS_FAILURES", "ScriptBatcher"]
+__all__ = ["ScriptBatcher"]
 
-#: Every way a Redis call fails that is Redis's (or the network's) doing, not a bug.
-#: RedisCluster raises RedisClusterException, which is no RedisError, when no node
-#: answers at all.
-REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 #: Error replies that say where Redis is (a failover, a slot on the move), not what the
 #: script did wrong.
 _NOT_THE_SCRIPT = (ClusterError, AskError, TryAgainError, ReadOnlyError)
@@ -75,16 +70,16 @@ class ScriptBatcher:
         return await reply
 
     async def close(self) -> None:
+        """Fail what is queued, and stop the sender (within ``closing.STEP_TIMEOUT_S``:
+        a pipeline cancelled mid-flight hands its connection back to redis-py's pool,
+        an await of its own)."""
         self._closed = True
         sender, self._sender = self._sender, None
-        if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-        for _, _, reply in self._queued:
+        queued, self._queued = self._queued, []
+        for _, _, reply in queued:
             if not reply.done():
                 reply.set_exception(BrokerUnavailable("broker unavailable: closing"))
-        self._queued.clear()
+        await cancel_within((sender,), f"the {self._name} sender")
 
     async def _send_batches(self) -> None:
         try:

@@ -33,6 +33,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from .base import BrokerHandler, BrokerOptions
+from .closing import cancel_within, finish_within
 from .redis import RedisBroker
 from .urls import parse_sentinel_url
 
@@ -90,17 +91,15 @@ class SentinelBroker(RedisBroker):
         self._watch_task = asyncio.create_task(self._watch_master(), name="feeds-sentinel-watch")
 
     async def close(self) -> None:
+        self._closing = True
         task, self._watch_task = self._watch_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_within((task,), "the Sentinel watch")
         await super().close()
-        await self._sentinel.aclose()
+        await finish_within(self._sentinel.aclose(), "the Sentinel client")
 
     async def _watch_master(self) -> None:
         known: tuple[str, int] | None = None
-        while True:
+        while not self._closing:  # see RedisBroker._heartbeat_forever
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 address = tuple(await self._sentinel.discover_master(self._master))
                 if known is not None and address != known:

@@ -24,6 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from .closing import cancel_within, finish_within
 from .slots import NodeAddress
 
 __all__ = ["ShardListener", "ShardReader"]
@@ -132,12 +133,8 @@ class ShardReader:
         """Stop reading and disconnect. Idempotent; the listener is not told."""
         self._closed = True
         task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(RedisError, OSError):
-            await self._connection.disconnect()
+        await cancel_within((task,), f"the shard reader of {self.address}")
+        await finish_within(self._connection.disconnect(), f"the shard connection {self.address}")
 
     async def _read_forever(self) -> None:
         error: BaseException | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Any, cast
 
@@ -23,7 +23,6 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from ..codec import check_data
-from ..errors import BrokerUnavailable
 from ..events import Event, Join, Leave, Publication, StreamPosition, now_ms
 from .base import BrokerOptions, InstanceStatus
 from .envelope import (
@@ -33,8 +32,9 @@ from .envelope import (
     encode_envelope,
     encode_membership,
 )
+from .failures import unavailable
 from .keys import INSTANCES_KEY, channel_keys, status_key
-from .script_batch import REDIS_FAILURES, ScriptBatcher
+from .script_batch import ScriptBatcher
 
 __all__ = ["RedisStore", "publish_script", "unavailable"]
 
@@ -55,15 +55,6 @@ def publish_script(*, sharded: bool) -> str:
 
 def _lua(name: str) -> str:
     return files(__package__).joinpath("lua", name).read_text()
-
-
-@contextlib.contextmanager
-def unavailable() -> Iterator[None]:
-    """Map every way Redis can fail to the one error clients are told about."""
-    try:
-        yield
-    except REDIS_FAILURES as exc:
-        raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
 
 
 def _field(fields: list[bytes], name: bytes) -> bytes:
