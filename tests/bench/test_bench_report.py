@@ -81,6 +81,31 @@ def test_idle_ratio_is_of_memory_per_connection() -> None:
     assert with_ratio(ours, theirs).vs_reference == 3.0
 
 
+def test_cpu_per_delivery_is_all_server_cpu_over_the_deliveries() -> None:
+    row = result(server_cpu_s=1.5, delivered=100_000)
+    assert row.cpu_us_per_delivery == 15.0
+    assert result(server_cpu_s=None).cpu_us_per_delivery is None
+    assert result(delivered=0).cpu_us_per_delivery is None
+    assert result(scenario="idle").cpu_us_per_delivery is None
+    table = format_table([row])
+    assert "us/deliv" in table.splitlines()[0] and "15.0" in table
+    assert orjson.loads(json_lines([row]))["server_cpu_us_per_delivery"] == 15.0
+
+
+def test_cpu_ratio_to_the_reference_is_per_delivery() -> None:
+    ours = result(server_cpu_s=3.0, delivered=200_000)  # 15 us per delivery
+    theirs = result(server_cpu_s=1.0, delivered=100_000)  # 10 us per delivery
+    compared = with_ratio(ours, theirs)
+    assert compared.cpu_vs_reference == 1.5
+    assert "1.50x" in format_table([compared])
+    assert with_ratio(ours, result(server_cpu_s=None)).cpu_vs_reference is None
+    runs = [
+        dataclasses.replace(compared, run=n, cpu_vs_reference=v)
+        for n, v in enumerate((1.2, 1.5, 1.1))
+    ]
+    assert median_result(runs).cpu_vs_reference == 1.2
+
+
 def test_table_has_a_row_per_result_and_the_notes_once() -> None:
     rows = [result(1, notes=("psutil is missing",)), result(2, notes=("psutil is missing",))]
     table = format_table(rows).splitlines()

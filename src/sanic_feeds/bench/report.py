@@ -40,8 +40,10 @@ _COLUMNS = (
     "dups",
     "RSS/conn KB",
     "srv CPU s",
+    "us/deliv",
     "subscribe s",
     "vs ref",
+    "CPU vs ref",
 )
 
 
@@ -135,15 +137,21 @@ def _row(result: RunResult) -> tuple[str, ...]:
         str(result.duplicates) if publishes else "-",
         _fixed(result.server_rss_per_conn_kb, 1),
         _fixed(result.server_cpu_s, 2),
+        _fixed(result.cpu_us_per_delivery, 1),
         _fixed(result.subscribe_s, 2),
-        "-" if result.vs_reference is None else f"{result.vs_reference:.2f}x",
+        _ratio(result.vs_reference),
+        _ratio(result.cpu_vs_reference),
     )
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def format_table(results: Sequence[RunResult]) -> str:
     """An aligned text table of ``results``, then their notes and a legend."""
     compared = any(result.vs_reference is not None for result in results)
-    columns = _COLUMNS if compared else _COLUMNS[:-1]
+    columns = _COLUMNS if compared else _COLUMNS[:-2]
     rows = [columns, *(_row(result)[: len(columns)] for result in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = []
@@ -161,7 +169,9 @@ def format_table(results: Sequence[RunResult]) -> str:
         lines.append(
             "vs ref: delivered/s as a multiple of the reference's (the reference server, or "
             "the --baseline-arg instances) in the same invocation (idle: RSS per connection "
-            "as a multiple of the reference's)"
+            "as a multiple of the reference's); CPU vs ref: server CPU per delivery "
+            "(us/deliv: all server CPU time over the deliveries) as a multiple of the "
+            "reference's"
         )
     return "\n".join(lines)
 

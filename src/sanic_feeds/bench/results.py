@@ -68,6 +68,8 @@ class RunResult:
     notes: tuple[str, ...] = ()
     #: Headline figure as a ratio to the reference server's (see :func:`headline`).
     vs_reference: float | None = None
+    #: Server CPU per delivery as a ratio to the reference server's.
+    cpu_vs_reference: float | None = None
     #: Latency percentiles, filled from ``latency`` (medians in a median row).
     p50_ms: float | None = field(default=None)
     p99_ms: float | None = field(default=None)
@@ -78,6 +80,14 @@ class RunResult:
             object.__setattr__(self, "p50_ms", self.latency.percentile_ms(0.50))
             object.__setattr__(self, "p99_ms", self.latency.percentile_ms(0.99))
             object.__setattr__(self, "max_ms", self.latency.max_ms)
+
+    @property
+    def cpu_us_per_delivery(self) -> float | None:
+        """All server CPU time (user + system, every process) over the deliveries counted,
+        in microseconds: what one delivered message costs the server."""
+        if self.server_cpu_s is None or not self.delivered or self.scenario == "idle":
+            return None
+        return self.server_cpu_s * 1e6 / self.delivered
 
     def to_json(self) -> dict[str, Any]:
         """The JSON line of this result (``--json``)."""
@@ -116,10 +126,12 @@ class RunResult:
             "server_rss_per_conn_kb": _round(self.server_rss_per_conn_kb, 2),
             "server_rss_mb": _round(self.server_rss_mb, 1),
             "server_cpu_s": _round(self.server_cpu_s, 2),
+            "server_cpu_us_per_delivery": _round(self.cpu_us_per_delivery, 2),
             "subscribe_s": _round(self.subscribe_s, 3),
             "publish_s": _round(self.publish_s, 3),
             "churn": _churn_json(self.churn),
             "vs_reference": _round(self.vs_reference, 3),
+            "cpu_vs_reference": _round(self.cpu_vs_reference, 3),
             "notes": list(self.notes),
         }
 
@@ -290,7 +302,9 @@ def with_ratio(result: RunResult, reference: RunResult) -> RunResult:
     """``result`` with :attr:`~RunResult.vs_reference` set from ``reference``."""
     ours, theirs = headline(result), headline(reference)
     ratio = ours / theirs if ours is not None and theirs else None
-    return dataclasses.replace(result, vs_reference=ratio)
+    our_cpu, their_cpu = result.cpu_us_per_delivery, reference.cpu_us_per_delivery
+    cpu_ratio = our_cpu / their_cpu if our_cpu is not None and their_cpu else None
+    return dataclasses.replace(result, vs_reference=ratio, cpu_vs_reference=cpu_ratio)
 
 
 def _median_int(values: Sequence[int]) -> int:
@@ -342,6 +356,7 @@ def median_result(results: Sequence[RunResult]) -> RunResult:
         churn=None,
         notes=notes,
         vs_reference=median(r.vs_reference for r in results),
+        cpu_vs_reference=median(r.cpu_vs_reference for r in results),
         p50_ms=median(r.p50_ms for r in results),
         p99_ms=median(r.p99_ms for r in results),
         max_ms=median(r.max_ms for r in results),
