@@ -42,6 +42,12 @@ class Settings:
     max_queue: int = _option(
         1000, "outbound frames queued per connection before it is closed with 1013"
     )
+    flush_tick_ms: float = _option(
+        0.0,
+        "milliseconds between two writes to the sockets while messages keep coming "
+        "(frames of one tick leave a connection in one write; 0: once per loop iteration)",
+        "flush-tick",
+    )
     max_connections: int = _option(10000, "WebSocket connections per instance (then HTTP 503)")
     max_subscriptions: int = _option(100, "channels per connection on /ws")
     rate_limit: float = _option(
@@ -124,6 +130,7 @@ class Settings:
             "ping_interval_s",
             "ping_timeout_s",
             "drain_timeout_s",
+            "flush_tick_ms",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{flag_of(name)} must not be negative")

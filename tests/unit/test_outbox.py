@@ -104,3 +104,37 @@ async def test_a_burst_longer_than_the_queue_goes_out_when_the_socket_takes_it()
     await asyncio.sleep(0)
     assert aborted == []
     assert b"".join(protocol.calls) == b"12345"
+
+
+async def test_with_a_tick_the_first_frame_leaves_at_once_and_the_next_ones_wait_for_it() -> None:
+    """A frame after a quiet spell is not delayed; frames that keep coming within one
+    tick leave each connection in one write, at most a tick later."""
+    loop = asyncio.get_running_loop()
+    flusher = Flusher(loop, tick_s=0.05)
+    protocols = [Writes(), Writes()]
+    boxes = [
+        Outbox(protocol, flusher, 10, lambda: None, session=FakeSession()) for protocol in protocols
+    ]
+    boxes[0].put(b"first")
+    await asyncio.sleep(0)
+    assert protocols[0].calls == [b"first"]
+    began = loop.time()
+    for frame in (b"a", b"b", b"c"):
+        for box in boxes:
+            box.put(frame)
+        await asyncio.sleep(0.005)
+    assert protocols[0].calls == [b"first"]  # held until the tick is over
+    while not protocols[1].calls:
+        await asyncio.sleep(0.001)
+    waited = loop.time() - began
+    assert [p.calls for p in protocols] == [[b"first", b"abc"], [b"abc"]]
+    assert 0.03 < waited < 0.2
+
+
+async def test_without_a_tick_every_loop_iteration_writes() -> None:
+    protocol = Writes()
+    box = Outbox(protocol, Flusher(asyncio.get_running_loop()), 10, lambda: None)
+    for frame in (b"a", b"b"):
+        box.put(frame)
+        await asyncio.sleep(0)
+    assert protocol.calls == [b"a", b"b"]

@@ -153,7 +153,7 @@ class Node:
         self._started_s = time.monotonic()
         self._hub = Hub(
             self.broker,
-            Flusher(asyncio.get_running_loop()),
+            Flusher(asyncio.get_running_loop(), settings.flush_tick_ms / 1000),
             heal_max=settings.recovery_max,
             announce_max=settings.join_leave_max,
             fan_out_counter=metrics.FanOutCounter() if self._counting else None,

@@ -50,24 +50,39 @@ _ALWAYS_OPEN: Session = _AlwaysOpen()
 
 
 class Flusher:
-    """Writes every outbox that received frames, once per loop iteration."""
+    """Writes every outbox that received frames: at the end of the current loop
+    iteration, and at most once per ``tick_s``.
 
-    __slots__ = ("_dirty", "_loop", "_scheduled")
+    Each write to a socket is a system call, and on a busy server it is most of what a
+    delivery costs. A message that comes when nothing was written for ``tick_s`` goes
+    out at once; while messages keep coming, each connection's frames of one tick
+    leave in one write, so that under load the writes per delivery fall, and the
+    latency this adds is bounded by ``tick_s``. ``tick_s`` 0: every loop iteration.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("_dirty", "_flushed_at", "_loop", "_scheduled", "_tick_s")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick_s: float = 0.0) -> None:
         self._loop = loop
+        self._tick_s = tick_s
         self._dirty: list[Outbox] = []
         self._scheduled = False
+        self._flushed_at = -tick_s
 
     def schedule(self, outbox: Outbox) -> None:
         self._dirty.append(outbox)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush)
+            wait_s = self._flushed_at + self._tick_s - self._loop.time()
+            if wait_s > 0:
+                self._loop.call_later(wait_s, self._flush)
+            else:
+                self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
+        self._flushed_at = self._loop.time()
         for outbox in dirty:
             try:
                 outbox.flush()
