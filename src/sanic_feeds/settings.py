@@ -48,6 +48,11 @@ class Settings:
         "(frames of one tick leave a connection in one write; 0: once per loop iteration)",
         "flush-tick",
     )
+    publish_window: int = _option(
+        16,
+        "publishes of one connection in flight at once: its next frames are read while "
+        "earlier publishes wait for the broker (1: one at a time)",
+    )
     max_connections: int = _option(10000, "WebSocket connections per instance (then HTTP 503)")
     max_subscriptions: int = _option(100, "channels per connection on /ws")
     rate_limit: float = _option(
@@ -114,6 +119,7 @@ class Settings:
             "workers",
             "max_message_bytes",
             "max_queue",
+            "publish_window",
             "max_connections",
             "max_subscriptions",
             "rate_burst",

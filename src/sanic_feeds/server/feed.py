@@ -78,13 +78,27 @@ async def serve_feed(
         conn.send_failure(exc)
         conn.close(CloseCode.POLICY_VIOLATION, exc.public_message[:100])
         return
-    # Each text frame the client sends is published on the channel.
-    while not conn.closed:
-        text = conn.text_of(await conn.receive())
-        if text is None:
-            return
-        try:
-            data, raw = data_from_client_text(text)
-            await node.publish_from(conn, channel, data, raw=raw)
-        except FeedsError as exc:
-            conn.send_failure(exc)
+    # Each text frame the client sends is published on the channel; /feed tells
+    # only of failures.
+    window = node.publish_window(conn)
+    try:
+        while not conn.closed:
+            text = conn.text_of(await conn.receive())
+            if text is None:
+                return
+            try:
+                data, raw = data_from_client_text(text)
+            except FeedsError as exc:
+                conn.send_failure(exc)
+                continue
+            await window.submit(
+                # Called before submit() returns, with this frame's data.
+                lambda: node.publish_from(conn, channel, data, raw=raw),  # noqa: B023
+                _no_reply,
+            )
+    finally:
+        await window.settle()
+
+
+def _no_reply(position: StreamPosition | None) -> None:
+    return None

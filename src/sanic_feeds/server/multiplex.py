@@ -6,7 +6,7 @@ docs/protocol.md, "Commands on /ws".
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ from ..errors import FeedsError
 from ..events import Publication, StreamPosition
 from .connection import Connection
 from .node import Node
+from .publishing import PublishWindow
 
 __all__ = ["run_command", "serve_multiplex"]
 
@@ -32,19 +33,43 @@ async def serve_multiplex(node: Node, conn: Connection, joins: Sequence[str] = (
     announced with ``subscribed`` (without ``id``), or an ``error`` (with ``channel``)."""
     for channel in joins:
         await _join(node, conn, channel)
-    while not conn.closed:
-        text = conn.text_of(await conn.receive())
-        if text is None:
-            return
-        try:
-            command = decode_command(text)
-        except InvalidCommand as bad:
-            conn.send_failure(bad.error, bad.command_id)
-            continue
-        try:
-            await run_command(node, conn, command)
-        except FeedsError as exc:
-            conn.send_failure(exc, command.id)
+    # Consecutive publishes overlap (publishing.py); any other command waits for them,
+    # so that every reply still comes in the order of the commands.
+    window = node.publish_window(conn)
+    try:
+        while not conn.closed:
+            text = conn.text_of(await conn.receive())
+            if text is None:
+                return
+            try:
+                command = decode_command(text)
+            except InvalidCommand as bad:
+                await window.settle()
+                conn.send_failure(bad.error, bad.command_id)
+                continue
+            if command.op is Op.PUBLISH:
+                await _publish(node, conn, command, window)
+                continue
+            await window.settle()
+            try:
+                await run_command(node, conn, command)
+            except FeedsError as exc:
+                conn.send_failure(exc, command.id)
+    finally:
+        await window.settle()
+
+
+async def _publish(node: Node, conn: Connection, command: Command, window: PublishWindow) -> None:
+    def ack(position: StreamPosition | None) -> None:
+        if position is not None:
+            conn.send(encode_reply("ack", command.id, offset=position.offset, epoch=position.epoch))
+
+    def publish() -> Awaitable[StreamPosition | None]:
+        return node.publish_from(
+            conn, command.channel, command.data, idempotency_key=command.idempotency_key
+        )
+
+    await window.submit(publish, ack, command.id)
 
 
 async def _join(node: Node, conn: Connection, channel: str) -> None:
@@ -63,7 +88,8 @@ async def _join(node: Node, conn: Connection, channel: str) -> None:
 
 
 async def run_command(node: Node, conn: Connection, command: Command) -> None:
-    """Run one command and queue its reply; raises ``FeedsError`` for the ``error`` reply."""
+    """Run one command other than ``publish`` (``_publish``) and queue its reply; raises
+    ``FeedsError`` for the ``error`` reply."""
     channel = command.channel
     if command.op is Op.PING:
         conn.send(encode_reply("pong", command.id))
@@ -77,14 +103,6 @@ async def run_command(node: Node, conn: Connection, command: Command) -> None:
     elif command.op is Op.UNSUBSCRIBE:
         await node.unsubscribe(conn, channel)
         conn.send(encode_reply("unsubscribed", command.id, channel=channel))
-    elif command.op is Op.PUBLISH:
-        position = await node.publish_from(
-            conn, channel, command.data, idempotency_key=command.idempotency_key
-        )
-        if position is not None:
-            conn.send(
-                encode_reply("ack", command.id, offset=position.offset, epoch=position.epoch)
-            )
     elif command.op is Op.PRESENCE:
         clients = await node.presence(channel, conn=conn)
         conn.send(encode_reply("presence", command.id, channel=channel, clients=clients))

@@ -47,6 +47,7 @@ from .expiry import Expiry
 from .hooks import ClientView, Hooks
 from .hub import Hub
 from .outbox import Flusher
+from .publishing import PublishWindow
 
 __all__ = ["Node"]
 
@@ -439,6 +440,13 @@ class Node:
             await self.broker.remove_presence(channel, conn.id)
             if self.settings.joins_announced(namespace_of(channel)):
                 await self.broker.publish_event(Leave(channel, conn.id))
+
+    def publish_window(self, conn: Connection) -> PublishWindow:
+        """How many publishes of ``conn`` may overlap (``--publish-window``): one at a
+        time while the app has a publish hook, which may wait before the broker takes
+        the message, and so could reorder them."""
+        limit = 1 if self.hooks.publishing else self.settings.publish_window
+        return PublishWindow(conn, limit)
 
     async def publish_from(
         self,

@@ -1,0 +1,102 @@
+"""A connection's publishes in flight: the next frame is read while earlier publishes
+wait for the broker, and their outcomes reach the client in the order it sent them.
+
+Read one frame, publish it, wait for the broker, read the next: a client's rate is then
+capped at one publish per broker round trip, and on a busy instance, where that round
+trip takes a loop iteration or more, a chat room's publisher falls behind while its
+frames wait in the socket. Here up to ``limit`` publishes of one connection overlap. The
+broker takes them in the order they were started (each goes into the broker's queue
+before its first suspension), and each reply waits for the previous one, so acks and
+errors keep the client's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import CloseCode, FeedsError
+from ..events import StreamPosition
+from .connection import Connection
+
+__all__ = ["PublishWindow"]
+
+log = logging.getLogger("sanic_feeds.server")
+
+#: What to send once a publish is done: given its position (None: nothing to say).
+Reply = Callable[[StreamPosition | None], None]
+
+
+class PublishWindow:
+    """At most ``limit`` publishes of ``conn`` in flight (1: one at a time, in line)."""
+
+    __slots__ = ("_conn", "_last", "_limit", "_running")
+
+    def __init__(self, conn: Connection, limit: int) -> None:
+        self._conn = conn
+        self._limit = limit
+        self._running: set[asyncio.Task[None]] = set()
+        #: The publish started last: the next one replies after it.
+        self._last: asyncio.Task[None] | None = None
+
+    async def submit(
+        self,
+        publish: Callable[[], Awaitable[StreamPosition | None]],
+        reply: Reply,
+        command_id: Any = None,
+    ) -> None:
+        """Start ``publish()``; returns once the window has room for the next one.
+
+        ``reply`` runs with its outcome, after the replies of the publishes started
+        before; a ``FeedsError`` is sent as an ``error`` (with ``command_id``).
+        """
+        if self._limit <= 1:
+            try:
+                reply(await publish())
+            except FeedsError as exc:
+                self._conn.send_failure(exc, command_id)
+            return
+        while len(self._running) >= self._limit:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._run(publish(), reply, command_id, self._last))
+        self._last = task
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def settle(self) -> None:
+        """Wait until every publish started has replied (before any other command, and
+        before the connection's handler ends); if cancelled meanwhile, cancel them."""
+        try:
+            while self._running:
+                await asyncio.wait(set(self._running))
+        except asyncio.CancelledError:
+            for task in self._running:
+                task.cancel()
+            raise
+
+    async def _run(
+        self,
+        publish: Awaitable[StreamPosition | None],
+        reply: Reply,
+        command_id: Any,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        outcome: StreamPosition | FeedsError | None
+        try:
+            outcome = await publish
+        except FeedsError as exc:
+            outcome = exc
+        except Exception:
+            # What the handler does with an error it did not expect (extension.py).
+            conn = self._conn
+            log.exception("connection %s failed", conn.id, extra={"client": conn.id})
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
+            return
+        if previous is not None and not previous.done():
+            await asyncio.wait({previous})
+        if isinstance(outcome, FeedsError):
+            self._conn.send_failure(outcome, command_id)
+        else:
+            reply(outcome)
