@@ -89,6 +89,7 @@ async def serve_feed(
             try:
                 data, raw = data_from_client_text(text)
             except FeedsError as exc:
+                await window.settle()  # after the failures of the frames before it
                 conn.send_failure(exc)
                 continue
             await window.submit(
