@@ -449,6 +449,12 @@ class ClusterBroker:
     ) -> tuple[list[Publication], StreamPosition]:
         return await self._store.history(channel, since, limit)
 
+    async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
+        await self._store.supersede(channel, old_epoch, new_epoch)
+
+    async def successor(self, channel: str, epoch: str) -> str | None:
+        return await self._store.successor(channel, epoch)
+
     async def add_presence(self, channel: str, client: str, info: Any) -> None:
         await self._store.add_presence(channel, client, info)
 

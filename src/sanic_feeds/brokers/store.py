@@ -196,6 +196,22 @@ class RedisStore:
         ]
         return pubs, StreamPosition(offset, epoch)
 
+    # -- epochs that replaced others
+
+    async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
+        key = channel_keys(channel).epochs
+        async with self._command(), self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, old_epoch, new_epoch)
+            pipe.expire(key, max(1, self._options.history_ttl_s))
+            await pipe.execute()
+
+    async def successor(self, channel: str, epoch: str) -> str | None:
+        async with self._command():
+            value = await self._redis.hget(channel_keys(channel).epochs, epoch)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     # -- presence
 
     async def add_presence(self, channel: str, client: str, info: Any) -> None:
