@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from sanic_feeds.brokers.base import BrokerOptions
 from sanic_feeds.brokers.memory import MemoryBroker
 from sanic_feeds.codec import WireFormat
 from sanic_feeds.errors import BrokerUnavailable
@@ -515,3 +516,107 @@ async def test_a_publication_that_cannot_be_written_does_not_break_its_channel(
     )
     await settle()
     assert [e["data"] for e in json_client.events()] == ["after", 4]
+
+
+# -- a client of an epoch that was replaced (the broker lost the channel's history)
+
+
+async def _replace_epoch(broker: MemoryBroker, hub: Hub, channel: str) -> tuple[Client, str]:
+    """A member sees offsets 1..3 of the first epoch, then the broker loses the channel
+    (as Redis restarting without persistence) and publishes 1..5 of a new one. Returns
+    the member (closed by then) and the old epoch."""
+    member = Client(hub)
+    await hub.subscribe(channel, member.outbox, WireFormat.JSON)
+    for n in range(1, 4):
+        await broker.publish(channel, f"old {n}")
+    await settle()
+    old = member.events()[0]["epoch"]
+    broker._logs.clear()
+    for n in range(1, 6):
+        await broker.publish(channel, f"new {n}")
+    await settle()
+    return member, old
+
+
+async def test_a_client_of_the_replaced_epoch_gets_the_new_one_from_its_start(
+    setup: Any,
+) -> None:
+    broker, hub = setup
+    member, old = await _replace_epoch(broker, hub, "c")
+    assert member.aborted  # the instance noticed the new epoch and closed its clients
+    new = (await broker.position("c")).epoch
+    assert await broker.successor("c", old) == new  # and told the broker, for the others
+    returning = Client(hub)
+    greeted: list[tuple[StreamPosition, bool]] = []
+    position, recovered = await hub.subscribe(
+        "c",
+        returning.outbox,
+        WireFormat.JSON,
+        lambda *args: greeted.append(args),
+        since=StreamPosition(3, old),
+    )
+    # Not recovered (the old epoch's tail is gone), greeted at the new epoch's start...
+    assert greeted == [(StreamPosition(0, new), False)] == [(position, recovered)]
+    await broker.publish("c", "new 6")
+    await settle()
+    # ... then every message of the new epoch, in order, before the live ones.
+    events = returning.events()
+    assert [(e["offset"], e["epoch"]) for e in events] == [(n, new) for n in range(1, 7)]
+    assert [e["data"] for e in events] == [f"new {n}" for n in range(1, 7)]
+
+
+async def test_the_record_in_the_broker_serves_an_instance_that_did_not_see_the_change(
+    setup: Any,
+) -> None:
+    broker, hub = setup
+    old = (await broker.position("c")).epoch
+    broker._logs.clear()
+    for n in range(1, 4):
+        await broker.publish("c", n)
+    new = (await broker.position("c")).epoch
+    await broker.supersede("c", old, new)  # as another instance that saw it would
+    returning = Client(hub)
+    position, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(7, old)
+    )
+    assert (position, recovered) == (StreamPosition(0, new), False)
+    await settle()
+    assert [e["offset"] for e in returning.events()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("since_epoch", "why"),
+    [
+        ("bogus", "an epoch the channel never had"),
+        ("OLD", "the replaced epoch, but the new one is longer than recovery_max (4)"),
+    ],
+)
+async def test_a_client_of_another_epoch_still_starts_from_now(
+    since_epoch: str, why: str
+) -> None:
+    broker = MemoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=4)
+    await broker.start(hub)
+    _, old = await _replace_epoch(broker, hub, "c")
+    since = StreamPosition(3, old if since_epoch == "OLD" else since_epoch)
+    returning = Client(hub)
+    position, recovered = await hub.subscribe("c", returning.outbox, WireFormat.JSON, since=since)
+    assert (position.offset, recovered) == (5, False), why
+    await settle()
+    assert returning.events() == [], why
+    await hub.close()
+
+
+async def test_the_new_epoch_is_not_replayed_once_history_lost_its_start() -> None:
+    broker = MemoryBroker(BrokerOptions(history_size=3))
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    _, old = await _replace_epoch(broker, hub, "c")  # the new epoch's 5 > 3 kept
+    returning = Client(hub)
+    position, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(3, old)
+    )
+    assert (position.offset, recovered) == (5, False)
+    await settle()
+    assert returning.events() == []
+    await hub.close()

@@ -25,7 +25,7 @@ from ..brokers.base import Broker
 from ..codec import WireFormat, encode_event
 from ..errors import BrokerUnavailable, CloseCode
 from ..events import Event, Publication, StreamPosition
-from ..recovery import contiguous_after
+from ..recovery import contiguous_after, replay_start
 from . import metrics
 from .metrics import FanOutCounter
 from .outbox import Flusher, Outbox
@@ -66,6 +66,9 @@ class _Channel:
     joining: int = 0
     #: History reads pending or in flight for recoveries.
     reads: list[_HistoryRead] = field(default_factory=list)
+    #: Epochs this instance saw replaced on the channel -> the epoch that replaced them
+    #: (also recorded in the broker, for the other instances).
+    successors: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -141,10 +144,14 @@ class Hub:
         With ``since`` (the last offset and epoch the client saw), the
         publications it missed are queued first when history still holds all
         of them and there are at most ``heal_max``; the returned flag says
-        whether they were (recovery is never partial). ``greet(position,
-        recovered)`` is called right before anything can reach the outbox (to
-        queue ``subscribed`` first). Raises ``BrokerUnavailable`` with nothing
-        changed when the broker fails.
+        whether they were (recovery is never partial). When ``since`` is in the
+        epoch that the channel's epoch replaced (``Broker.successor``: its history
+        was lost), the new epoch is queued whole instead, under the same conditions,
+        and the flag is False: the returned position is then offset 0 of the new
+        epoch, where what is queued starts. ``greet(position, recovered)`` is
+        called right before anything can reach the outbox (to queue
+        ``subscribed`` first). Raises ``BrokerUnavailable`` with nothing changed
+        when the broker fails.
         """
         # The lock covers opening the channel only: recoveries read history
         # concurrently, and those of one moment share one read.
@@ -154,7 +161,7 @@ class Hub:
                 state = await self._open(channel)
             state.joining += 1
         try:
-            missed = await self._missed_since(channel, state, since) if since else None
+            replay = await self._replay_since(channel, state, since) if since else None
         except BaseException:
             state.joining -= 1
             await self._close_if_unused(channel, state)
@@ -162,14 +169,36 @@ class Hub:
         state.joining -= 1
         # From here to the end nothing awaits, so no publication can slip
         # between the recovered ones and the live ones.
+        position, missed, recovered = state.position, None, False
+        if replay is not None:
+            start, missed, recovered = replay
+            if not recovered:
+                position = start  # the new epoch, from its start
         if greet is not None:
-            greet(state.position, missed is not None)
+            greet(position, recovered)
         if missed:
             outbox.put_batch(_frames(missed, wire_format))
             if self._counter is not None:
                 self._counter.recovered(wire_format, len(missed))
         state.members[wire_format].add(outbox)
-        return state.position, missed is not None
+        return position, recovered
+
+    async def _replay_since(
+        self, channel: str, state: _Channel, since: StreamPosition
+    ) -> tuple[StreamPosition, list[Publication], bool] | None:
+        """What to queue for a client that saw ``since``: where the replay starts, what it
+        holds, and whether it is a recovery; None when nothing can be replayed."""
+        successor = None
+        if since.epoch and since.epoch != state.position.epoch:
+            successor = state.successors.get(since.epoch)
+            if successor is None:
+                successor = await self._broker.successor(channel, since.epoch)
+        plan = replay_start(since, state.position.epoch, successor)
+        if plan is None:
+            return None
+        start, recovered = plan
+        missed = await self._missed_since(channel, state, start)
+        return None if missed is None else (start, missed, recovered)
 
     async def _missed_since(
         self, channel: str, state: _Channel, since: StreamPosition
@@ -373,6 +402,15 @@ class Hub:
             if self._channels.get(channel) is not state:
                 return
             if position.epoch and current.epoch != position.epoch:
+                # Said before the clients are closed, so that wherever they resubscribe
+                # with the old epoch, they are given the new one from its start.
+                state.successors[position.epoch] = current.epoch
+                try:
+                    await self._broker.supersede(channel, position.epoch, current.epoch)
+                except BrokerUnavailable:
+                    log.warning("cannot record the new epoch of %r: broker unavailable", channel)
+                if self._channels.get(channel) is not state:
+                    return
                 self._give_up(channel, state, "its history was lost (new epoch)")
                 # Whoever subscribes from now on starts in the new epoch.
                 state.position = current
