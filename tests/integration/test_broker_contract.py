@@ -526,6 +526,21 @@ async def test_history_expires_after_history_ttl_but_offsets_go_on(
     assert offsets((await broker.history("ttl", None, 10))[0]) == [3]
 
 
+async def test_history_of_another_epoch_reads_the_channels_own_from_its_start(
+    start_broker: StartBroker,
+) -> None:
+    broker, _ = await start_broker(history_size=3)
+    for n in range(1, 5):
+        last = await broker.publish("epochs", n)
+    pubs, position = await broker.history("epochs", 2, 10, epoch=last.epoch)
+    assert (offsets(pubs), position) == ([3, 4], last)
+    # A client of another epoch: the oldest history holds of this one (1 was trimmed).
+    pubs, position = await broker.history("epochs", 2, 10, epoch="gone")
+    assert (offsets(pubs), position) == ([2, 3, 4], last)
+    pubs, _ = await broker.history("epochs", 40, 2, epoch="gone")
+    assert offsets(pubs) == [2, 3]
+
+
 # -- epochs that replaced others
 
 

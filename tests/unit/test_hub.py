@@ -12,6 +12,7 @@ from sanic_feeds.brokers.memory import MemoryBroker
 from sanic_feeds.codec import WireFormat
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.events import Join, Publication, StreamPosition
+from sanic_feeds.server import hub as hub_module
 from sanic_feeds.server.hub import Hub
 from sanic_feeds.server.outbox import Flusher, Outbox
 from tests.support.fakes import FakeProtocol, FakeTransport, payloads
@@ -252,9 +253,9 @@ class HistoryCountingBroker(MemoryBroker):
         super().__init__()
         self.history_reads: list[str] = []
 
-    async def history(self, channel: str, since: int | None, limit: int) -> Any:
+    async def history(self, channel: str, since: int | None, limit: int, **kw: Any) -> Any:
         self.history_reads.append(channel)
-        return await super().history(channel, since, limit)
+        return await super().history(channel, since, limit, **kw)
 
 
 async def test_channels_resubscribed_heals_those_channels_without_a_live_publication() -> None:
@@ -425,10 +426,10 @@ class SlowHistoryBroker(MemoryBroker):
         super().__init__()
         self.history_reads = 0
 
-    async def history(self, channel: str, since: int | None, limit: int) -> Any:
+    async def history(self, channel: str, since: int | None, limit: int, **kw: Any) -> Any:
         self.history_reads += 1
         await asyncio.sleep(0.02)
-        return await super().history(channel, since, limit)
+        return await super().history(channel, since, limit, **kw)
 
 
 async def test_concurrent_recoveries_of_a_channel_share_one_history_read() -> None:
@@ -607,16 +608,81 @@ async def test_a_client_of_another_epoch_still_starts_from_now(
     await hub.close()
 
 
-async def test_the_new_epoch_is_not_replayed_once_history_lost_its_start() -> None:
+async def test_the_instance_that_saw_the_change_keeps_the_new_epoch_past_history() -> None:
+    """The clients it closed come back once history may have trimmed the new epoch's
+    start (publishers land their backlog the moment Redis is back): the instance kept
+    it, from what it delivered, even with nobody left subscribed here."""
     broker = MemoryBroker(BrokerOptions(history_size=3))
     hub = Hub(broker, Flusher(asyncio.get_running_loop()))
     await broker.start(hub)
-    _, old = await _replace_epoch(broker, hub, "c")  # the new epoch's 5 > 3 kept
+    member, old = await _replace_epoch(broker, hub, "c")  # the new epoch's 5 > 3 kept
+    await hub.unsubscribe("c", member.outbox)  # the closed client leaves
+    await broker.publish("c", "new 6")
+    await settle()
     returning = Client(hub)
     position, recovered = await hub.subscribe(
         "c", returning.outbox, WireFormat.JSON, since=StreamPosition(3, old)
     )
-    assert (position.offset, recovered) == (5, False)
+    assert (position.offset, recovered) == (0, False)
     await settle()
-    assert returning.events() == []
+    assert [e["offset"] for e in returning.events()] == [1, 2, 3, 4, 5, 6]
     await hub.close()
+
+
+async def test_the_new_epoch_is_not_replayed_once_history_lost_its_start() -> None:
+    """An instance that did not see the change has only history: trimmed, it is from now."""
+    broker = MemoryBroker(BrokerOptions(history_size=3))
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    old = (await broker.position("c")).epoch
+    broker._logs.clear()
+    for n in range(1, 6):
+        await broker.publish("c", n)
+    new = (await broker.position("c")).epoch
+    await broker.supersede("c", old, new)
+    returning = Client(hub)
+    position, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(3, old)
+    )
+    assert (position, recovered) == (StreamPosition(5, new), False)
+    await broker.publish("c", 6)
+    await settle()
+    assert [e["offset"] for e in returning.events()] == [6]
+    await hub.close()
+
+
+async def test_a_channel_is_held_open_while_the_new_epoch_is_kept_then_closed(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "NEW_EPOCH_KEPT_S", 0.2)
+    broker, hub = setup
+    member, _ = await _replace_epoch(broker, hub, "c")
+    await hub.unsubscribe("c", member.outbox)
+    assert hub.channel_count == 1 and broker.unsubscribes == []
+    await asyncio.sleep(0.3)
+    assert hub.channel_count == 0 and broker.unsubscribes == ["c"]
+
+
+async def test_a_publish_reply_of_another_epoch_heals_the_channel_at_once(setup: Any) -> None:
+    """Pub/sub is still away (Redis just came back): the reply to a publish through this
+    instance is the first to tell of the new epoch, and its start is kept."""
+    broker, hub = setup
+    member = Client(hub)
+    await hub.subscribe("c", member.outbox, WireFormat.JSON)
+    await broker.publish("c", "old")
+    await settle()
+    await broker.unsubscribe("c")  # pub/sub is down
+    broker._logs.clear()
+    position = await broker.publish("c", "new 1")
+    hub.observe("c", position)
+    await settle()
+    assert member.aborted
+    await broker.subscribe("c")
+    old = member.events()[0]["epoch"]
+    returning = Client(hub)
+    greeted, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(1, old)
+    )
+    assert (greeted, recovered) == (StreamPosition(0, position.epoch), False)
+    await settle()
+    assert [e["data"] for e in returning.events()] == ["new 1"]

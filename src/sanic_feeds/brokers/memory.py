@@ -164,9 +164,11 @@ class MemoryBroker:
         return None if log is None else StreamPosition(log.offset, log.epoch)
 
     async def history(
-        self, channel: str, since: int | None, limit: int
+        self, channel: str, since: int | None, limit: int, *, epoch: str | None = None
     ) -> tuple[list[Publication], StreamPosition]:
         log = self._open_log(channel, time.monotonic())
+        if since is not None and epoch is not None and epoch != log.epoch:
+            since = 0  # another epoch: the channel's own from its start
         if since is None:
             kept = list(log.history)[-limit:] if limit > 0 else []
         else:
