@@ -485,6 +485,8 @@ async def test_a_recovery_is_not_promised_from_an_epoch_the_broker_no_longer_has
     await settle()
     assert [e["data"] for e in comer.events()] == ["after"]
     await hub.close()
+
+
 def deep(depth: int) -> Any:
     value: Any = 1
     for _ in range(depth):
@@ -592,9 +594,7 @@ async def test_the_record_in_the_broker_serves_an_instance_that_did_not_see_the_
         ("OLD", "the replaced epoch, but the new one is longer than recovery_max (4)"),
     ],
 )
-async def test_a_client_of_another_epoch_still_starts_from_now(
-    since_epoch: str, why: str
-) -> None:
+async def test_a_client_of_another_epoch_still_starts_from_now(since_epoch: str, why: str) -> None:
     broker = MemoryBroker()
     hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=4)
     await broker.start(hub)
