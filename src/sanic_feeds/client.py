@@ -67,9 +67,11 @@ class Subscribed:
     position: every renewal after a reconnect, and ``subscribe(since=...)``.
     Then ``recovered`` False means the server could not fill the gap: what
     was published meanwhile is lost to this client, and it continues from
-    ``offset``. A first subscription (``was_recovering`` False) is never
-    ``recovered`` and has lost nothing. ``resumed`` is True on subscriptions
-    the client made by itself after a reconnect.
+    ``offset``: after a Redis restart without persistence that is offset 0 of the
+    new epoch, whose messages follow from offset 1. A first subscription
+    (``was_recovering`` False) is never ``recovered`` and has lost nothing.
+    ``resumed`` is True on subscriptions the client made by itself after a
+    reconnect.
     """
 
     channel: str

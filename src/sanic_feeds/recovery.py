@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .events import Publication
+from .events import Publication, StreamPosition
 
-__all__ = ["contiguous_after"]
+__all__ = ["contiguous_after", "replay_start"]
 
 
 def contiguous_after(
@@ -31,3 +31,32 @@ def contiguous_after(
             return ordered[:index], ordered[index:]
         expected += 1
     return ordered, []
+
+
+def replay_start(
+    since: StreamPosition, epoch: str, successor: str | None
+) -> tuple[StreamPosition, bool] | None:
+    """Where to replay from for a client that saw ``since``, on a channel in ``epoch``,
+    and whether that replay is a recovery (``recovered: true``); None: nothing can be
+    replayed, the client starts from now (``recovered: false``).
+
+    ``successor`` is the epoch recorded as having replaced ``since.epoch`` on the
+    channel (``Broker.successor``), None when there is no such record.
+
+    - ``since`` in ``epoch``: from ``since``, a recovery.
+    - ``since`` in the epoch that ``epoch`` replaced: from the start of ``epoch``
+      (offset 0), not a recovery: the old epoch's tail is gone, but the new epoch
+      can be given whole.
+    - anything else (an epoch the channel never had, one replaced by another epoch
+      since, or no record): None.
+
+    The caller still needs history to hold every offset after the start, and at most
+    ``--recovery-max`` of them: a replay is never partial.
+    """
+    if not epoch:
+        return None
+    if since.epoch == epoch:
+        return since, True
+    if successor == epoch:
+        return StreamPosition(0, epoch), False
+    return None

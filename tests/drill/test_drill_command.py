@@ -102,6 +102,7 @@ def test_each_fault_happened(report: Report) -> None:
 def test_a_restart_without_persistence_starts_a_new_epoch_and_says_so(report: Report) -> None:
     line = report.by_drill[Drill.REDIS_RESTART]
     assert line["epochs"] == 2
-    # Every client with offsets was told that the old epoch's tail is gone.
+    # Every client with offsets was told that the old epoch's tail is gone (it may be
+    # empty: what they are excused of is the old tail and, at worst, the new start).
     assert line["recovered_false"] >= 20
-    assert line["excused"] > 0
+    assert line["excused"] >= line["excused_new_epoch"] >= 0

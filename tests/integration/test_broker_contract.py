@@ -526,6 +526,52 @@ async def test_history_expires_after_history_ttl_but_offsets_go_on(
     assert offsets((await broker.history("ttl", None, 10))[0]) == [3]
 
 
+async def test_history_of_another_epoch_reads_the_channels_own_from_its_start(
+    start_broker: StartBroker,
+) -> None:
+    broker, _ = await start_broker(history_size=3)
+    for n in range(1, 5):
+        last = await broker.publish("epochs", n)
+    pubs, position = await broker.history("epochs", 2, 10, epoch=last.epoch)
+    assert (offsets(pubs), position) == ([3, 4], last)
+    # A client of another epoch: the oldest history holds of this one (1 was trimmed).
+    pubs, position = await broker.history("epochs", 2, 10, epoch="gone")
+    assert (offsets(pubs), position) == ([2, 3, 4], last)
+    pubs, _ = await broker.history("epochs", 40, 2, epoch="gone")
+    assert offsets(pubs) == [2, 3]
+
+
+# -- epochs that replaced others
+
+
+async def test_a_recorded_successor_is_read_back_per_channel_and_epoch(broker: Broker) -> None:
+    assert await broker.successor("replaced", "e1") is None
+    await broker.supersede("replaced", "e1", "e2")
+    assert await broker.successor("replaced", "e1") == "e2"
+    assert await broker.successor("replaced", "e2") is None
+    assert await broker.successor("other", "e1") is None
+    await broker.supersede("replaced", "e2", "e3")  # one more loss: both are kept
+    assert await broker.successor("replaced", "e1") == "e2"
+    assert await broker.successor("replaced", "e2") == "e3"
+    await broker.supersede("replaced", "e1", "e4")  # a later record replaces the first
+    assert await broker.successor("replaced", "e1") == "e4"
+
+
+async def test_a_successor_is_forgotten_after_the_history_ttl(start_broker: StartBroker) -> None:
+    broker, _ = await start_broker(history_ttl_s=1)
+    await broker.supersede("replaced", "e1", "e2")
+    await asyncio.sleep(1.3)
+    assert await broker.successor("replaced", "e1") is None
+
+
+async def test_reading_a_successor_creates_nothing(broker: Broker) -> None:
+    assert await broker.successor("untouched", "e1") is None
+    assert await broker.peek_position("untouched") is None
+    # Nor does recording one give the channel an epoch: that is publish's and position's.
+    await broker.supersede("untouched", "e1", "e2")
+    assert await broker.peek_position("untouched") is None
+
+
 # -- idempotency
 
 
@@ -849,6 +895,34 @@ async def test_redis_an_epoch_created_by_a_read_changes_when_redis_loses_its_dat
         assert after.offset == 0
         assert after.epoch and after.epoch != before.epoch
         assert await broker.publish("c", 1) == StreamPosition(1, after.epoch)
+    finally:
+        await broker.close()
+
+
+async def test_redis_a_successor_recorded_after_a_restart_is_kept_by_publishes(
+    private_redis: RedisServer,
+) -> None:
+    """What the hub does after Redis lost its data: it records old -> new once it sees
+    the new epoch; the record lives beside the new epoch's keys, which publishes and
+    reads of the new epoch leave alone."""
+    broker = create_broker(private_redis.url, BrokerOptions(instance_id="volatile"))
+    await broker.start(Recorder())
+    try:
+        before = await broker.publish("c", 1)
+        private_redis.restart()  # no persistence: every key is gone
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                after = await broker.position("c")
+                break
+            except BrokerUnavailable:
+                assert time.monotonic() < deadline, "Redis never came back"
+                await asyncio.sleep(0.1)
+        assert await broker.successor("c", before.epoch) is None  # lost with the rest
+        await broker.supersede("c", before.epoch, after.epoch)
+        await broker.publish("c", 1)
+        await broker.history("c", 0, 10)
+        assert await broker.successor("c", before.epoch) == after.epoch
     finally:
         await broker.close()
 

@@ -46,6 +46,11 @@ async def _restart_and_wait_resubscribed(server: Any, events: list[Any]) -> None
     )
 
 
+async def _published(base_url: str, data: Any, extra: dict[str, Any]) -> bool:
+    status, _ = await publish_http(base_url, "volatile", data, extra)
+    return bool(status == 200)
+
+
 def _offsets(events: list[Any], channel: str) -> list[int]:
     return [e.offset for e in events if isinstance(e, Publication) and e.channel == channel]
 
@@ -182,6 +187,39 @@ async def test_when_history_is_lost_the_client_says_not_recovered(
     assert renewed.was_recovering  # this one lost messages; the greeting did not
     assert isinstance(after, Publication) and after.data == "after"
     assert after.epoch != before.epoch
+
+
+async def test_after_history_is_lost_the_client_gets_the_new_epoch_from_its_start(
+    feeds_server_factory: Any, private_redis: Any
+) -> None:
+    """What was published in the new epoch before the client resubscribed is not lost:
+    ``recovered=False`` at offset 0 of the new epoch, then every message of it."""
+    server = feeds_server_factory(broker=private_redis.url)
+    events: list[Any] = []
+    async with FeedsClient(server.ws_url, backoff_min_s=0.05, backoff_max_s=0.5) as client:
+        await client.subscribe("volatile")
+        collecting = asyncio.create_task(_collect(client, events))
+        await publish_http(server.url, "volatile", "before")
+        await wait_until(lambda: events, what="the first message")
+
+        await asyncio.to_thread(private_redis.restart)
+        for n in range(1, 4):  # riding over the 503s of a Redis coming back
+            key = {"idempotency_key": f"k{n}"}
+            await wait_until(
+                lambda n=n, key=key: _published(server.url, f"new {n}", key),
+                timeout_s=20,
+                what="Redis back",
+            )
+        await wait_until(lambda: len(events) >= 6, timeout_s=30, what="the new epoch")
+        collecting.cancel()
+
+    _, before, renewed, *new = events
+    assert isinstance(before, Publication) and before.data == "before"
+    assert isinstance(renewed, Subscribed) and renewed.resumed
+    assert (renewed.recovered, renewed.offset) == (False, 0) and renewed.epoch != before.epoch
+    assert [(e.offset, e.epoch, e.data) for e in new] == [
+        (n, renewed.epoch, f"new {n}") for n in range(1, 4)
+    ]
 
 
 async def test_a_first_subscription_reads_differently_from_a_failed_recovery(

@@ -179,6 +179,21 @@ test("a first subscription and a failed recovery read differently", async () => 
   assert.deepEqual(client.subscribe("other", { since: 3, epoch: "x" }).position, { offset: 3, epoch: "x" });
 });
 
+test("a lost epoch given whole: recovered: false at offset 0, then the new epoch from 1", async () => {
+  const { client, ws } = await connected();
+  const sub = client.subscribe("news");
+  const seen = record(sub);
+  ws.subscribed("news", 5, "e1");
+  ws.message("news", 6, "e1");
+  const next = await reconnect(ws);
+  const asked = next.subscribed("news", 0, "e2", false); // the epoch e2 replaced e1
+  assert.deepEqual([asked.since, asked.epoch], [6, "e1"]);
+  for (const offset of [1, 2, 3]) next.message("news", offset, "e2");
+  assert.deepEqual(seen.messages, [6, 1, 2, 3]);
+  assert.deepEqual(seen.subscribed.map((e) => [e.recovered, e.wasRecovering, e.offset]).at(-1), [false, true, 0]);
+  assert.deepEqual(sub.position, { offset: 3, epoch: "e2" });
+});
+
 test("storage: positions are kept, and a new client (a reloaded page) recovers from them", async () => {
   const storage = new MemoryStorage();
   const first = await connected({ storage });

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from sanic_feeds.brokers.base import BrokerOptions
 from sanic_feeds.brokers.memory import MemoryBroker
 from sanic_feeds.codec import WireFormat
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.events import Join, Publication, StreamPosition
+from sanic_feeds.server import hub as hub_module
 from sanic_feeds.server.hub import Hub
 from sanic_feeds.server.outbox import Flusher, Outbox
 from tests.support.fakes import FakeProtocol, FakeTransport, payloads
@@ -251,9 +253,9 @@ class HistoryCountingBroker(MemoryBroker):
         super().__init__()
         self.history_reads: list[str] = []
 
-    async def history(self, channel: str, since: int | None, limit: int) -> Any:
+    async def history(self, channel: str, since: int | None, limit: int, **kw: Any) -> Any:
         self.history_reads.append(channel)
-        return await super().history(channel, since, limit)
+        return await super().history(channel, since, limit, **kw)
 
 
 async def test_channels_resubscribed_heals_those_channels_without_a_live_publication() -> None:
@@ -424,10 +426,10 @@ class SlowHistoryBroker(MemoryBroker):
         super().__init__()
         self.history_reads = 0
 
-    async def history(self, channel: str, since: int | None, limit: int) -> Any:
+    async def history(self, channel: str, since: int | None, limit: int, **kw: Any) -> Any:
         self.history_reads += 1
         await asyncio.sleep(0.02)
-        return await super().history(channel, since, limit)
+        return await super().history(channel, since, limit, **kw)
 
 
 async def test_concurrent_recoveries_of_a_channel_share_one_history_read() -> None:
@@ -483,6 +485,8 @@ async def test_a_recovery_is_not_promised_from_an_epoch_the_broker_no_longer_has
     await settle()
     assert [e["data"] for e in comer.events()] == ["after"]
     await hub.close()
+
+
 def deep(depth: int) -> Any:
     value: Any = 1
     for _ in range(depth):
@@ -515,3 +519,170 @@ async def test_a_publication_that_cannot_be_written_does_not_break_its_channel(
     )
     await settle()
     assert [e["data"] for e in json_client.events()] == ["after", 4]
+
+
+# -- a client of an epoch that was replaced (the broker lost the channel's history)
+
+
+async def _replace_epoch(broker: MemoryBroker, hub: Hub, channel: str) -> tuple[Client, str]:
+    """A member sees offsets 1..3 of the first epoch, then the broker loses the channel
+    (as Redis restarting without persistence) and publishes 1..5 of a new one. Returns
+    the member (closed by then) and the old epoch."""
+    member = Client(hub)
+    await hub.subscribe(channel, member.outbox, WireFormat.JSON)
+    for n in range(1, 4):
+        await broker.publish(channel, f"old {n}")
+    await settle()
+    old = member.events()[0]["epoch"]
+    broker._logs.clear()
+    for n in range(1, 6):
+        await broker.publish(channel, f"new {n}")
+    await settle()
+    return member, old
+
+
+async def test_a_client_of_the_replaced_epoch_gets_the_new_one_from_its_start(
+    setup: Any,
+) -> None:
+    broker, hub = setup
+    member, old = await _replace_epoch(broker, hub, "c")
+    assert member.aborted  # the instance noticed the new epoch and closed its clients
+    new = (await broker.position("c")).epoch
+    assert await broker.successor("c", old) == new  # and told the broker, for the others
+    returning = Client(hub)
+    greeted: list[tuple[StreamPosition, bool]] = []
+    position, recovered = await hub.subscribe(
+        "c",
+        returning.outbox,
+        WireFormat.JSON,
+        lambda *args: greeted.append(args),
+        since=StreamPosition(3, old),
+    )
+    # Not recovered (the old epoch's tail is gone), greeted at the new epoch's start...
+    assert greeted == [(StreamPosition(0, new), False)] == [(position, recovered)]
+    await broker.publish("c", "new 6")
+    await settle()
+    # ... then every message of the new epoch, in order, before the live ones.
+    events = returning.events()
+    assert [(e["offset"], e["epoch"]) for e in events] == [(n, new) for n in range(1, 7)]
+    assert [e["data"] for e in events] == [f"new {n}" for n in range(1, 7)]
+
+
+async def test_the_record_in_the_broker_serves_an_instance_that_did_not_see_the_change(
+    setup: Any,
+) -> None:
+    broker, hub = setup
+    old = (await broker.position("c")).epoch
+    broker._logs.clear()
+    for n in range(1, 4):
+        await broker.publish("c", n)
+    new = (await broker.position("c")).epoch
+    await broker.supersede("c", old, new)  # as another instance that saw it would
+    returning = Client(hub)
+    position, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(7, old)
+    )
+    assert (position, recovered) == (StreamPosition(0, new), False)
+    await settle()
+    assert [e["offset"] for e in returning.events()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("since_epoch", "why"),
+    [
+        ("bogus", "an epoch the channel never had"),
+        ("OLD", "the replaced epoch, but the new one is longer than recovery_max (4)"),
+    ],
+)
+async def test_a_client_of_another_epoch_still_starts_from_now(since_epoch: str, why: str) -> None:
+    broker = MemoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()), heal_max=4)
+    await broker.start(hub)
+    _, old = await _replace_epoch(broker, hub, "c")
+    since = StreamPosition(3, old if since_epoch == "OLD" else since_epoch)
+    returning = Client(hub)
+    position, recovered = await hub.subscribe("c", returning.outbox, WireFormat.JSON, since=since)
+    assert (position.offset, recovered) == (5, False), why
+    await settle()
+    assert returning.events() == [], why
+    await hub.close()
+
+
+async def test_the_instance_that_saw_the_change_keeps_the_new_epoch_past_history() -> None:
+    """The clients it closed come back once history may have trimmed the new epoch's
+    start (publishers land their backlog the moment Redis is back): the instance kept
+    it, from what it delivered, even with nobody left subscribed here."""
+    broker = MemoryBroker(BrokerOptions(history_size=3))
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    member, old = await _replace_epoch(broker, hub, "c")  # the new epoch's 5 > 3 kept
+    await hub.unsubscribe("c", member.outbox)  # the closed client leaves
+    await broker.publish("c", "new 6")
+    await settle()
+    returning = Client(hub)
+    position, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(3, old)
+    )
+    assert (position.offset, recovered) == (0, False)
+    await settle()
+    assert [e["offset"] for e in returning.events()] == [1, 2, 3, 4, 5, 6]
+    await hub.close()
+
+
+async def test_the_new_epoch_is_not_replayed_once_history_lost_its_start() -> None:
+    """An instance that did not see the change has only history: trimmed, it is from now."""
+    broker = MemoryBroker(BrokerOptions(history_size=3))
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    old = (await broker.position("c")).epoch
+    broker._logs.clear()
+    for n in range(1, 6):
+        await broker.publish("c", n)
+    new = (await broker.position("c")).epoch
+    await broker.supersede("c", old, new)
+    returning = Client(hub)
+    position, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(3, old)
+    )
+    assert (position, recovered) == (StreamPosition(5, new), False)
+    await broker.publish("c", 6)
+    await settle()
+    assert [e["offset"] for e in returning.events()] == [6]
+    await hub.close()
+
+
+async def test_a_channel_is_held_open_while_the_new_epoch_is_kept_then_closed(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "NEW_EPOCH_KEPT_S", 0.2)
+    broker, hub = setup
+    member, _ = await _replace_epoch(broker, hub, "c")
+    await hub.unsubscribe("c", member.outbox)
+    assert hub.channel_count == 1 and broker.unsubscribes == []
+    await asyncio.sleep(0.3)
+    assert hub.channel_count == 0 and broker.unsubscribes == ["c"]
+
+
+async def test_a_publish_reply_of_another_epoch_heals_the_channel_at_once(setup: Any) -> None:
+    """Pub/sub is still away (Redis just came back): the reply to a publish through this
+    instance is the first to tell of the new epoch, and its start is kept."""
+    broker, hub = setup
+    member = Client(hub)
+    await hub.subscribe("c", member.outbox, WireFormat.JSON)
+    await broker.publish("c", "old")
+    await settle()
+    await broker.unsubscribe("c")  # pub/sub is down
+    broker._logs.clear()
+    position = await broker.publish("c", "new 1")
+    hub.observe("c", position)
+    await settle()
+    assert member.aborted
+    await broker.subscribe("c")
+    old = member.events()[0]["epoch"]
+    returning = Client(hub)
+    greeted, recovered = await hub.subscribe(
+        "c", returning.outbox, WireFormat.JSON, since=StreamPosition(1, old)
+    )
+    assert (greeted, recovered) == (StreamPosition(0, position.epoch), False)
+    await settle()
+    assert [e["data"] for e in returning.events()] == ["new 1"]

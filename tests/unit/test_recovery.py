@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sanic_feeds.events import Publication
-from sanic_feeds.recovery import contiguous_after
+from sanic_feeds.events import Publication, StreamPosition
+from sanic_feeds.recovery import contiguous_after, replay_start
 
 
 def pubs(*offsets: int) -> list[Publication]:
@@ -67,3 +68,32 @@ def test_ready_is_always_contiguous_and_waiting_starts_after_a_gap(
     if waiting:
         assert waiting[0].offset > last + 1 + len(ready)
     assert set(offsets(ready)) | set(offsets(waiting)) == {o for o in seen if o > last}
+
+
+# -- where a resubscription's replay starts
+
+
+def test_the_same_epoch_replays_from_since_as_a_recovery() -> None:
+    since = StreamPosition(41, "e1")
+    assert replay_start(since, "e1", None) == (since, True)
+    # A record about the epoch does not matter while it is still the channel's.
+    assert replay_start(since, "e1", "e0") == (since, True)
+
+
+def test_the_epoch_the_current_one_replaced_replays_the_new_one_whole_unrecovered() -> None:
+    assert replay_start(StreamPosition(41, "e1"), "e2", "e2") == (StreamPosition(0, "e2"), False)
+
+
+@pytest.mark.parametrize(
+    ("since", "epoch", "successor", "why"),
+    [
+        (StreamPosition(41, "bogus"), "e2", None, "an epoch the channel never had: no record"),
+        (StreamPosition(41, "e1"), "e3", "e2", "replaced by e2, itself replaced since"),
+        (StreamPosition(41, ""), "e2", None, "since without an epoch"),
+        (StreamPosition(41, "e1"), "", "", "a channel without an epoch"),
+    ],
+)
+def test_anything_else_starts_from_now(
+    since: StreamPosition, epoch: str, successor: str | None, why: str
+) -> None:
+    assert replay_start(since, epoch, successor) is None, why

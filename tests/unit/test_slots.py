@@ -34,6 +34,7 @@ def test_slots_follow_the_hash_tag() -> None:
     keys = channel_keys("news")
     assert len({slot_of(keys.pubsub), slot_of(keys.meta), slot_of(keys.history)}) == 1
     assert slot_of(keys.idempotency("k")) == slot_of(keys.presence) == slot_of("news")
+    assert slot_of(keys.epochs) == slot_of("news")
 
 
 def test_a_map_from_cluster_shards_names_each_slots_primary() -> None:

@@ -157,11 +157,29 @@ class Broker(Protocol):
         Writes nothing: for reads that anyone may make as often as they like."""
 
     async def history(
-        self, channel: str, since: int | None, limit: int
+        self, channel: str, since: int | None, limit: int, *, epoch: str | None = None
     ) -> tuple[list[Publication], StreamPosition]:
         """Up to ``limit`` publications after offset ``since`` (oldest first), or the newest
         ``limit`` when ``since`` is None, and the channel's position when read (created as
-        ``position`` creates it)."""
+        ``position`` creates it).
+
+        ``epoch`` (with ``since``): the epoch ``since`` belongs to. When the channel's
+        epoch is another one, the publications are instead the oldest ``limit`` that
+        history holds of the channel's epoch (from offset 1 unless trimmed), read in the
+        same atomic step that tells the epoch changed: a new epoch's start, read before
+        history trims it."""
+
+    async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
+        """Record that ``new_epoch`` replaced ``old_epoch`` on ``channel`` (the history of
+        ``old_epoch`` was lost and this instance saw it happen), for ``history_ttl_s``:
+        while the record lives, a client that saw ``old_epoch`` may be given ``new_epoch``
+        from its first offset. A later record for the same ``old_epoch`` replaces it.
+        Written next to the channel's other state (in its Redis Cluster slot)."""
+
+    async def successor(self, channel: str, epoch: str) -> str | None:
+        """The epoch recorded (:meth:`supersede`) as having replaced ``epoch`` on
+        ``channel``, or None (never recorded, expired, or lost with the broker's data).
+        Writes nothing."""
 
     async def add_presence(self, channel: str, client: str, info: Any) -> None:
         """Record ``client`` as present on ``channel`` until removed or this instance dies."""

@@ -29,7 +29,7 @@ class ChannelKeys:
     """Redis names of one channel. The ``{channel}`` hash tag keeps all of a
     channel's keys in one Redis Cluster slot, so the publish script works there."""
 
-    __slots__ = ("history", "meta", "presence", "pubsub")
+    __slots__ = ("epochs", "history", "meta", "presence", "pubsub")
 
     def __init__(self, channel: str) -> None:
         tag = f"{PREFIX}:{{{channel}}}"
@@ -37,6 +37,8 @@ class ChannelKeys:
         self.meta = f"{tag}:meta"
         self.history = f"{tag}:history"
         self.presence = f"{tag}:presence"
+        #: A hash: an epoch whose history was lost -> the epoch that replaced it.
+        self.epochs = f"{tag}:epochs"
 
     def idempotency(self, key: str) -> str:
         return f"{self.pubsub}:idem:{key}"

@@ -44,6 +44,9 @@ class MemoryBroker:
         self._presence: dict[str, dict[str, Any]] = {}
         #: (channel, idempotency key) -> (the position it got, expiry on the monotonic clock).
         self._idempotency_keys: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
+        #: (channel, epoch) -> (the epoch that replaced it, expiry on the monotonic clock).
+        #: Apart from the logs, as Redis keeps it apart from a channel's meta and history.
+        self._successors: dict[tuple[str, str], tuple[str, float]] = {}
         self._handler: BrokerHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._status: Callable[[], InstanceStatus] | None = None
@@ -161,14 +164,35 @@ class MemoryBroker:
         return None if log is None else StreamPosition(log.offset, log.epoch)
 
     async def history(
-        self, channel: str, since: int | None, limit: int
+        self, channel: str, since: int | None, limit: int, *, epoch: str | None = None
     ) -> tuple[list[Publication], StreamPosition]:
         log = self._open_log(channel, time.monotonic())
+        if since is not None and epoch is not None and epoch != log.epoch:
+            since = 0  # another epoch: the channel's own from its start
         if since is None:
             kept = list(log.history)[-limit:] if limit > 0 else []
         else:
             kept = [pub for pub in log.history if pub.offset > since][:limit]
         return kept, StreamPosition(log.offset, log.epoch)
+
+    async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
+        now_s = time.monotonic()
+        successors = self._successors
+        # Insertion order is expiry order (one TTL for all): drop the expired from the front.
+        while successors:
+            oldest = next(iter(successors))
+            if successors[oldest][1] > now_s:
+                break
+            del successors[oldest]
+        successors.pop((channel, old_epoch), None)
+        ttl_s = max(1, self._options.history_ttl_s)
+        successors[(channel, old_epoch)] = (new_epoch, now_s + ttl_s)
+
+    async def successor(self, channel: str, epoch: str) -> str | None:
+        recorded = self._successors.get((channel, epoch))
+        if recorded is None or time.monotonic() >= recorded[1]:
+            return None
+        return recorded[0]
 
     async def add_presence(self, channel: str, client: str, info: Any) -> None:
         self._presence.setdefault(channel, {})[client] = info

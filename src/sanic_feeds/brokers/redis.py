@@ -199,9 +199,15 @@ class RedisBroker:
         return await self._store.peek_position(channel)
 
     async def history(
-        self, channel: str, since: int | None, limit: int
+        self, channel: str, since: int | None, limit: int, *, epoch: str | None = None
     ) -> tuple[list[Publication], StreamPosition]:
-        return await self._store.history(channel, since, limit)
+        return await self._store.history(channel, since, limit, epoch=epoch)
+
+    async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
+        await self._store.supersede(channel, old_epoch, new_epoch)
+
+    async def successor(self, channel: str, epoch: str) -> str | None:
+        return await self._store.successor(channel, epoch)
 
     # -- presence
 

@@ -158,15 +158,17 @@ class RedisStore:
         return max(self._options.meta_ttl_s, self._options.history_ttl_s)
 
     async def _read(
-        self, channel: str, count: int, start_id: str | None
+        self, channel: str, count: int, start_id: str | None, expected_epoch: str | None = None
     ) -> tuple[int, str, list[Any]]:
         """Run ``lua/position.lua``: (offset, epoch, up to ``count`` stream entries from
-        ``start_id`` on, or the newest first without it); creates the epoch of a channel
-        that has none."""
+        ``start_id`` on, or the newest first without it; the oldest when the epoch is not
+        ``expected_epoch``); creates the epoch of a channel that has none."""
         keys = channel_keys(channel)
         args: list[str | int] = [self._meta_ttl_s, count]
         if start_id is not None:
             args.append(start_id)
+            if expected_epoch is not None:
+                args.append(expected_epoch)
         offset, epoch, entries = await self._position_script([keys.meta, keys.history], args)
         return int(offset), epoch.decode(), entries
 
@@ -184,17 +186,33 @@ class RedisStore:
         return StreamPosition(int(offset or 0), epoch_text)
 
     async def history(
-        self, channel: str, since: int | None, limit: int
+        self, channel: str, since: int | None, limit: int, *, epoch: str | None = None
     ) -> tuple[list[Publication], StreamPosition]:
         start_id = None if since is None else f"{since + 1}-0"
-        offset, epoch, entries = await self._read(channel, max(limit, 0), start_id)
+        offset, current, entries = await self._read(channel, max(limit, 0), start_id, epoch)
         if since is None:
             entries.reverse()
         pubs = [
-            decode_envelope(channel, int(entry_id.split(b"-", 1)[0]), epoch, _field(fields, b"e"))
+            decode_envelope(channel, int(entry_id.split(b"-", 1)[0]), current, _field(fields, b"e"))
             for entry_id, fields in entries
         ]
-        return pubs, StreamPosition(offset, epoch)
+        return pubs, StreamPosition(offset, current)
+
+    # -- epochs that replaced others
+
+    async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
+        key = channel_keys(channel).epochs
+        async with self._command(), self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, old_epoch, new_epoch)
+            pipe.expire(key, max(1, self._options.history_ttl_s))
+            await pipe.execute()
+
+    async def successor(self, channel: str, epoch: str) -> str | None:
+        async with self._command():
+            value = await self._redis.hget(channel_keys(channel).epochs, epoch)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     # -- presence
 

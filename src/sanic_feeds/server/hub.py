@@ -25,7 +25,7 @@ from ..brokers.base import Broker
 from ..codec import WireFormat, encode_event
 from ..errors import BrokerUnavailable, CloseCode
 from ..events import Event, Publication, StreamPosition
-from ..recovery import contiguous_after
+from ..recovery import contiguous_after, replay_start
 from . import metrics
 from .metrics import FanOutCounter
 from .outbox import Flusher, Outbox
@@ -34,6 +34,11 @@ from .websocket import text_frame
 __all__ = ["Hub"]
 
 log = logging.getLogger("sanic_feeds.hub")
+
+#: How long, after a channel's epoch changed, an instance keeps the new epoch from its
+#: first offset (at most ``heal_max`` publications) and stays subscribed to the channel
+#: for that, even with no client left: the clients it closed come back within seconds.
+NEW_EPOCH_KEPT_S = 30.0
 
 
 @dataclass(slots=True, eq=False)
@@ -66,6 +71,13 @@ class _Channel:
     joining: int = 0
     #: History reads pending or in flight for recoveries.
     reads: list[_HistoryRead] = field(default_factory=list)
+    #: Epochs this instance saw replaced on the channel -> the epoch that replaced them
+    #: (also recorded in the broker, for the other instances).
+    successors: dict[str, str] = field(default_factory=dict)
+    #: After an epoch change, the new epoch from its first offset, as delivered, for the
+    #: clients of the old epoch that come back (history may have trimmed its start by
+    #: then); None when not kept (no recent change, or more than a replay may hold).
+    kept: list[Publication] | None = None
 
     @property
     def size(self) -> int:
@@ -141,10 +153,14 @@ class Hub:
         With ``since`` (the last offset and epoch the client saw), the
         publications it missed are queued first when history still holds all
         of them and there are at most ``heal_max``; the returned flag says
-        whether they were (recovery is never partial). ``greet(position,
-        recovered)`` is called right before anything can reach the outbox (to
-        queue ``subscribed`` first). Raises ``BrokerUnavailable`` with nothing
-        changed when the broker fails.
+        whether they were (recovery is never partial). When ``since`` is in the
+        epoch that the channel's epoch replaced (``Broker.successor``: its history
+        was lost), the new epoch is queued whole instead, under the same conditions,
+        and the flag is False: the returned position is then offset 0 of the new
+        epoch, where what is queued starts. ``greet(position, recovered)`` is
+        called right before anything can reach the outbox (to queue
+        ``subscribed`` first). Raises ``BrokerUnavailable`` with nothing changed
+        when the broker fails.
         """
         # The lock covers opening the channel only: recoveries read history
         # concurrently, and those of one moment share one read.
@@ -154,7 +170,7 @@ class Hub:
                 state = await self._open(channel)
             state.joining += 1
         try:
-            missed = await self._missed_since(channel, state, since) if since else None
+            replay = await self._replay_since(channel, state, since) if since else None
         except BaseException:
             state.joining -= 1
             await self._close_if_unused(channel, state)
@@ -162,14 +178,36 @@ class Hub:
         state.joining -= 1
         # From here to the end nothing awaits, so no publication can slip
         # between the recovered ones and the live ones.
+        position, missed, recovered = state.position, None, False
+        if replay is not None:
+            start, missed, recovered = replay
+            if not recovered:
+                position = start  # the new epoch, from its start
         if greet is not None:
-            greet(state.position, missed is not None)
+            greet(position, recovered)
         if missed:
             outbox.put_batch(_frames(missed, wire_format))
             if self._counter is not None:
                 self._counter.recovered(wire_format, len(missed))
         state.members[wire_format].add(outbox)
-        return state.position, missed is not None
+        return position, recovered
+
+    async def _replay_since(
+        self, channel: str, state: _Channel, since: StreamPosition
+    ) -> tuple[StreamPosition, list[Publication], bool] | None:
+        """What to queue for a client that saw ``since``: where the replay starts, what it
+        holds, and whether it is a recovery; None when nothing can be replayed."""
+        successor = None
+        if since.epoch and since.epoch != state.position.epoch:
+            successor = state.successors.get(since.epoch)
+            if successor is None:
+                successor = await self._broker.successor(channel, since.epoch)
+        plan = replay_start(since, state.position.epoch, successor)
+        if plan is None:
+            return None
+        start, recovered = plan
+        missed = await self._missed_since(channel, state, start)
+        return None if missed is None else (start, missed, recovered)
 
     async def _missed_since(
         self, channel: str, state: _Channel, since: StreamPosition
@@ -205,7 +243,7 @@ class Hub:
                 raise BrokerUnavailable("broker unavailable: resyncing this channel, try again")
             if last == delivered.offset:
                 continue
-            ready, _ = contiguous_after(last, history)
+            ready, _ = contiguous_after(last, history, state.kept or ())
             if not ready or ready[-1].epoch != since.epoch:
                 return None  # history no longer holds them all
             # The channel may be behind what history holds (publications in
@@ -313,6 +351,8 @@ class Hub:
         position = state.position
         if event.epoch == position.epoch and event.offset == position.offset + 1:
             state.position = StreamPosition(event.offset, event.epoch)
+            if state.kept is not None:
+                self._keep(state, [event])
             self._fan_out(state, event)
             counter = self._counter
             if counter is not None:
@@ -325,6 +365,19 @@ class Hub:
             # subscribed to means history was lost; healing tells.)
             state.parked = [event]
             self._heal_soon(event.channel, state, check_history=True)
+
+    def observe(self, channel: str, position: StreamPosition) -> None:
+        """The broker told this process, on another path than pub/sub (a publish's reply,
+        a read), that ``channel`` is at ``position``: a new epoch is healed at once."""
+        state = self._channels.get(channel)
+        if (
+            state is not None
+            and state.parked is None
+            and state.position.epoch
+            and position.epoch != state.position.epoch
+        ):
+            state.parked = []
+            self._heal_soon(channel, state, check_history=True)
 
     def on_resubscribed(self) -> None:
         metrics.BROKER_RECONNECTS.inc()
@@ -362,8 +415,10 @@ class Hub:
                     return
             check_history = False
             try:
+                # When the epoch changed, this one read tells so and gives the new
+                # epoch from its start, before history trims it.
                 history, current = await self._broker.history(
-                    channel, position.offset, self._heal_max + 1
+                    channel, position.offset, self._heal_max + 1, epoch=position.epoch or None
                 )
             except BrokerUnavailable:
                 # Keep the channel parked; the reader reconnects meanwhile.
@@ -373,10 +428,27 @@ class Hub:
             if self._channels.get(channel) is not state:
                 return
             if position.epoch and current.epoch != position.epoch:
+                # Said before the clients are closed, so that wherever they resubscribe
+                # with the old epoch, they are given the new one from its start.
+                state.successors[position.epoch] = current.epoch
+                try:
+                    await self._broker.supersede(channel, position.epoch, current.epoch)
+                except BrokerUnavailable:
+                    log.warning("cannot record the new epoch of %r: broker unavailable", channel)
+                if self._channels.get(channel) is not state:
+                    return
+                live = [p for p in state.parked if p.epoch == current.epoch]
                 self._give_up(channel, state, "its history was lost (new epoch)")
-                # Whoever subscribes from now on starts in the new epoch.
-                state.position = current
-                return
+                # Follow the new epoch from its start (from history and what pub/sub
+                # brought meanwhile), keeping it for those clients: they come back
+                # with the old epoch, here or elsewhere, once history may have
+                # trimmed that start.
+                position = state.position = StreamPosition(0, current.epoch)
+                state.parked = live
+                kept = state.kept = []
+                state.joining += 1  # released by _release_kept
+                self._spawn(self._release_kept(channel, state, kept), f"feeds-kept:{channel}")
+                # On with ``history``, the new epoch from its start.
             if not position.epoch:
                 position = state.position = StreamPosition(position.offset, current.epoch)
             live = [p for p in state.parked if p.epoch == current.epoch]
@@ -384,6 +456,8 @@ class Hub:
             missing = current.offset - position.offset
             if missing > self._heal_max or (missing > 0 and not ready):
                 self._give_up(channel, state, f"{missing} publications are no longer in history")
+                # Whoever subscribes from now on starts from there.
+                state.position = current
                 return
             parked_offsets = {p.offset for p in live}
             healed = sum(1 for p in ready if p.offset not in parked_offsets)
@@ -407,6 +481,8 @@ class Hub:
             return
         last = publications[-1]
         state.position = StreamPosition(last.offset, last.epoch)
+        if state.kept is not None:
+            self._keep(state, publications)
         for wire_format, outboxes in state.members.items():
             if outboxes:
                 frames = _frames(publications, wire_format)
@@ -415,6 +491,27 @@ class Hub:
         counter = self._counter
         if counter is not None:
             counter.fanned_out(state.members, last, len(publications))
+
+    def _keep(self, state: _Channel, publications: list[Publication]) -> None:
+        """Add what was just delivered to the new epoch kept from its start; past
+        ``heal_max`` it could not be replayed whole: stop keeping it."""
+        kept = state.kept
+        assert kept is not None
+        if len(kept) + len(publications) > self._heal_max:
+            state.kept = None
+        else:
+            kept.extend(publications)
+
+    async def _release_kept(self, channel: str, state: _Channel, kept: list[Publication]) -> None:
+        """After ``NEW_EPOCH_KEPT_S``, forget the new epoch's start ``kept`` and let the
+        channel close if nobody here subscribes to it."""
+        try:
+            await asyncio.sleep(NEW_EPOCH_KEPT_S)
+        finally:
+            state.joining -= 1
+        if state.kept is kept:
+            state.kept = None
+        await self._close_if_unused(channel, state)
 
     def _give_up(self, channel: str, state: _Channel, why: str) -> None:
         metrics.GAPS_GIVEN_UP.inc()
@@ -429,6 +526,7 @@ class Hub:
             for outbox in list(outboxes):
                 outbox.abort()
         state.parked = None
+        state.kept = None
 
     # -- fan-out
 

@@ -479,15 +479,18 @@ class Node:
             if checked is not data:
                 data, raw = checked, None  # the client's text is no longer what is sent
         if not self._counting:
-            return await self.broker.publish(
+            position = await self.broker.publish(
                 channel, data, client=conn.id, raw=raw, idempotency_key=idempotency_key
             )
+            self.hub.observe(channel, position)
+            return position
         started = time.perf_counter()
         position = await self.broker.publish(
             channel, data, client=conn.id, raw=raw, idempotency_key=idempotency_key
         )
         metrics.BROKER_PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.MESSAGES_PUBLISHED.labels(conn.wire_format.value).inc()
+        self.hub.observe(channel, position)
         return position
 
     def _within_rate(self, conn: Connection, refusal: str) -> bool:
@@ -518,11 +521,14 @@ class Node:
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
         if not self._counting:
-            return await self.broker.publish(channel, data, idempotency_key=idempotency_key)
+            position = await self.broker.publish(channel, data, idempotency_key=idempotency_key)
+            self.hub.observe(channel, position)
+            return position
         started = time.perf_counter()
         position = await self.broker.publish(channel, data, idempotency_key=idempotency_key)
         metrics.BROKER_PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.MESSAGES_PUBLISHED.labels(metrics.API_FORMAT).inc()
+        self.hub.observe(channel, position)
         return position
 
     async def presence(self, channel: str, *, conn: Connection | None = None) -> dict[str, Any]:
@@ -557,7 +563,9 @@ class Node:
         if conn is not None:
             self.check_subscribe(conn.access, channel)
         limit = limit or self.settings.history_size or 1
-        return await self.broker.history(channel, since, limit)
+        publications, position = await self.broker.history(channel, since, limit)
+        self.hub.observe(channel, position)
+        return publications, position
 
 
 def _refusal(access: Access, message: str) -> FeedsError:

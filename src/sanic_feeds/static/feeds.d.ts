@@ -70,7 +70,8 @@ export interface LeaveEvent {
 
 export interface SubscribedEvent {
   channel: string;
-  /** The channel's last offset when subscribed; live messages follow it. */
+  /** The channel's last offset when subscribed; live messages follow it. With `recovered`
+   * false after the broker lost the channel's history, 0: the new epoch follows whole. */
   offset: number;
   epoch: string;
   /** True: every message after `since` follows, none lost. False: what was published

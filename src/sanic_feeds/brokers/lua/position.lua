@@ -11,6 +11,9 @@
 -- ARGV[2]  how many history entries to read (0: none)
 -- ARGV[3]  optional: read the oldest entries from this stream id on
 --          ("<since + 1>-0"); absent: the newest, newest first
+-- ARGV[4]  optional, with ARGV[3]: the epoch that stream id belongs to; when the
+--          channel's epoch is another one, read the oldest entries of the channel's
+--          epoch instead (from its start: "0-0"), in this same atomic step
 --
 -- Returns {offset, epoch, entries}, entries as XRANGE / XREVRANGE give them.
 -- Meta that exists is only read: reading does not extend a channel's life.
@@ -34,7 +37,11 @@ local entries = {}
 local count = tonumber(ARGV[2])
 if count > 0 then
   if ARGV[3] then
-    entries = redis.call('XRANGE', KEYS[2], ARGV[3], '+', 'COUNT', count)
+    local start = ARGV[3]
+    if ARGV[4] and ARGV[4] ~= epoch then
+      start = '-'
+    end
+    entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', count)
   else
     entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count)
   end
