@@ -1080,3 +1080,61 @@ async def test_redis_close_ends_when_a_cancelled_heartbeat_swallows_its_cancella
     assert time.monotonic() - began < 3
     await asyncio.sleep(0.2)
     assert heartbeat.done(), "the heartbeat goes on beating after close()"
+
+
+class _SlowRecorder(Recorder):
+    """A handler that costs ``cost_s`` of blocked event loop per publication, as fan-out to
+    many local subscribers does on an instance whose cores are saturated."""
+
+    def __init__(self, cost_s: float) -> None:
+        super().__init__()
+        self._cost_s = cost_s
+
+    def on_event(self, event: Event) -> None:
+        super().on_event(event)
+        if isinstance(event, Publication):
+            time.sleep(self._cost_s)
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+async def test_redis_a_reader_that_runs_behind_is_not_taken_for_deaf(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Under overload a backlog waits in the pub/sub socket (and in Redis' output buffer for
+    it), the instance's own heartbeat behind it, for longer than the deafness check allows
+    (5 intervals). The connection is slow, not deaf: messages keep arriving on it. Dropping
+    it throws the backlog away, a gap of seconds of messages, more than history holds at
+    high rates (the hub then closes the channel's clients with 1013). Another instance
+    publishes, from a thread of its own, so that the backlog builds in the socket as it does
+    in production; payloads of 2 KB make it larger than what the reader buffers, so that
+    the event loop (and the check) runs between its chunks."""
+    url: str = request.getfixturevalue("redis_cluster_url" if kind == "cluster" else "redis_url")
+    # About 2 s of backlog at 1 ms per message; deaf after 5 x 0.05 s of silence.
+    total, cost_s, interval_s = 2000, 0.001, 0.05
+    recorder = _SlowRecorder(cost_s)
+    broker = create_broker(url, BrokerOptions(instance_id="slow", heartbeat_interval_s=interval_s))
+    await broker.start(recorder)
+
+    async def publish_all() -> None:
+        publisher = create_broker(url, BrokerOptions(instance_id="publisher"))
+        await publisher.start(Recorder())
+        try:
+            payload = "x" * 2000
+            await asyncio.gather(*(publisher.publish("slow", [n, payload]) for n in range(total)))
+        finally:
+            await publisher.close()
+
+    try:
+        await broker.subscribe("slow")
+        await asyncio.to_thread(asyncio.run, publish_all())
+        deadline = time.monotonic() + 60
+        while len(recorder.publications("slow")) < total:
+            if recorder.resubscribed or recorder.channels_resubscribed:
+                break  # dropped and resubscribed: what was in the socket is gone
+            assert time.monotonic() < deadline, "the backlog never arrived"
+            await asyncio.sleep(0.05)
+        delivered = len(recorder.publications("slow"))
+        assert (recorder.resubscribed, recorder.channels_resubscribed, delivered) == (0, [], total)
+        assert offsets(recorder.publications("slow")) == list(range(1, total + 1))
+    finally:
+        await broker.close()

@@ -191,10 +191,12 @@ async def test_a_dead_primary_is_replaced_by_its_replica_and_only_its_channels_a
 
 
 async def test_every_shard_connection_carries_the_heartbeat(
-    private_cluster: ClusterServers, start_broker: StartBroker
+    private_cluster: ClusterServers, start_broker: StartBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One primary stops answering (CLIENT PAUSE): its connection no longer hears the
-    instance's heartbeat, so the instance is not ready, and is again once it answers."""
+    instance's heartbeat, nor anything else, so the instance is not ready, the connection
+    is dropped as deaf after five intervals, and all is well again once it answers."""
+    caplog.set_level(logging.WARNING, "sanic_feeds.broker")
     cluster = private_cluster
     broker, recorder = await start_broker(cluster.url)
     [channel] = channels_on(cluster, cluster.masters[2], 1, "paused")
@@ -202,11 +204,14 @@ async def test_every_shard_connection_carries_the_heartbeat(
     await wait_for(lambda: broker.ready, "ready")
     client = cluster.client(cluster.masters[2])
     try:
-        client.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+        # Longer than the heartbeat's own bound on its commands (2 s): the deafness check
+        # runs while the node is still silent.
+        client.execute_command("CLIENT", "PAUSE", 3000, "ALL")
     finally:
         client.close()
     await wait_for(lambda: not broker.ready, "not ready while a shard is silent", 2)
     await wait_for(lambda: broker.ready, "ready once it answers again", 15)
+    assert "went deaf" in caplog.text
     await broker.publish(channel, "through")
     assert [p.data for p in await recorder.wait_pubs(channel, 1)] == ["through"]
 

@@ -686,3 +686,78 @@ async def test_a_publish_reply_of_another_epoch_heals_the_channel_at_once(setup:
     assert (greeted, recovered) == (StreamPosition(0, position.epoch), False)
     await settle()
     assert [e["data"] for e in returning.events()] == ["new 1"]
+
+
+class GatedHistoryBroker(MemoryBroker):
+    """History is read at once, but the answer waits for ``gate``: what was published
+    meanwhile is not in it, as with a read in flight when pub/sub drops again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def history(self, channel: str, since: int | None, limit: int, **kw: Any) -> Any:
+        answer = await super().history(channel, since, limit, **kw)
+        await self.gate.wait()
+        return answer
+
+
+async def test_a_resubscribe_during_a_heal_is_healed_too() -> None:
+    """The broker reconnects (and says so) while the channel is already healing a gap
+    from a history read made before the new gap: the last publication of the new gap,
+    with nothing published after it to reveal the gap, is still delivered."""
+    broker = GatedHistoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    client = Client(hub)
+    await hub.subscribe("c", client.outbox, WireFormat.JSON)
+    await broker.publish("c", 1)
+    await settle()
+    broker.gate.clear()
+    await broker.unsubscribe("c")  # pub/sub skips 2
+    await broker.publish("c", 2)
+    await broker.subscribe("c")
+    await broker.publish("c", 3)  # live: shows the gap, the heal reads history (2, 3)
+    await settle()
+    await broker.unsubscribe("c")  # pub/sub drops again and skips 4
+    await broker.publish("c", 4)
+    await broker.subscribe("c")
+    hub.on_channels_resubscribed(["c"])
+    broker.gate.set()
+    await settle()
+    assert [e["offset"] for e in client.events()] == [1, 2, 3, 4]
+    await hub.close()
+
+
+class FlakyHistoryBroker(MemoryBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    async def history(self, channel: str, since: int | None, limit: int, **kw: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise BrokerUnavailable("down")
+        return await super().history(channel, since, limit, **kw)
+
+
+async def test_a_resubscribe_heal_whose_history_read_fails_still_reads_history() -> None:
+    broker = FlakyHistoryBroker()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    client = Client(hub)
+    await hub.subscribe("c", client.outbox, WireFormat.JSON)
+    await broker.publish("c", 1)
+    await settle()
+    await broker.unsubscribe("c")  # pub/sub skips 2, the last one
+    await broker.publish("c", 2)
+    await broker.subscribe("c")
+    broker.failures = 1
+    hub.on_channels_resubscribed(["c"])
+    for _ in range(30):  # the heal retries after 0.5 s
+        await asyncio.sleep(0.05)
+        if len(client.events()) == 2:
+            break
+    assert [e["offset"] for e in client.events()] == [1, 2]
+    await hub.close()

@@ -15,7 +15,9 @@ All three are handled alike: the channel is marked lost, one maintenance task
 reads the slot map again and subscribes it where it now lives, and once the node
 confirms, the handler is told (``on_channels_resubscribed``) so that it heals what
 was published meanwhile from history. Every shard connection carries this
-instance's heartbeat: a connection that stops hearing it is dropped like a dead one.
+instance's heartbeat: a connection on which nothing arrives any more, the heartbeat
+included, is dropped like a dead one (one that is still reading a backlog is slow,
+not deaf, and is kept).
 """
 
 from __future__ import annotations
@@ -510,12 +512,18 @@ class ClusterBroker:
                 )
             now = time.monotonic()
             for reader in readers:
-                deaf = now - max(reader.heard_s, reader.connected_at_s) > deaf_after_s
-                if deaf and self._readers.get(reader.address) is reader:
+                # Deaf only when nothing at all arrived: under overload the heartbeat
+                # waits in the socket behind a backlog that the reader is still working
+                # through, and dropping that connection would throw the backlog away.
+                last = max(reader.heard_s, reader.received_s, reader.connected_at_s)
+                if now - last > deaf_after_s and self._readers.get(reader.address) is reader:
                     # Connected but deaf (a half-open TCP connection, or a node that
                     # stopped sending): only a new connection can tell.
                     log.warning(
-                        "connection to %s went deaf (own heartbeat missing)", reader.address
+                        "connection to %s went deaf (nothing heard for %.1f s, own heartbeat "
+                        "included)",
+                        reader.address,
+                        now - last,
                     )
                     await reader.close()
                     self._reader_gone(reader)

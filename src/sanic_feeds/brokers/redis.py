@@ -3,8 +3,8 @@
 One pub/sub connection and one reader task per process, dispatching on the
 message's channel; commands (publish, history, presence) go through a
 connection pool (``store.py``, shared with the Sentinel and Cluster brokers). The
-reader notices a lost connection (or a deaf one, by its own heartbeat not
-coming back), reconnects with backoff, resubscribes every channel, and tells
+reader notices a lost connection (or a deaf one: nothing arrives on it, its own
+heartbeat included), reconnects with backoff, resubscribes every channel, and tells
 the handler so that gaps get healed from history.
 """
 
@@ -68,6 +68,9 @@ class RedisBroker:
         #: Names still unconfirmed after a reconnect; when empty, gaps can be healed.
         self._resubscribing: set[bytes] = set()
         self._last_heartbeat_s = 0.0
+        #: When anything last arrived on the pub/sub connection: a connection still
+        #: delivering a backlog (the heartbeat behind it) is slow, not deaf.
+        self._last_received_s = 0.0
         self._connected_at_s = 0.0
         self._reader_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -265,7 +268,9 @@ class RedisBroker:
             if self._closing:
                 return
             if session.cancelled():
-                log.warning("broker pub/sub went deaf (own heartbeat missing); reconnecting")
+                log.warning(
+                    "broker pub/sub went deaf (nothing heard, own heartbeat included); reconnecting"
+                )
             else:
                 log.warning("broker pub/sub connection lost (%s); reconnecting", error)
             if self._connected_at_s and time.monotonic() - self._connected_at_s > backoff.max_s:
@@ -292,6 +297,7 @@ class RedisBroker:
         while True:
             message = await pubsub.get_message(timeout=None)
             if message is not None:
+                self._last_received_s = time.monotonic()
                 self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
@@ -352,12 +358,12 @@ class RedisBroker:
                         pipe.set(self._status_key, status, px=self._store.instance_expiry_ms)
                     await pipe.execute()
             session = self._session_task
-            connected_for_long = (
-                self._pubsub is not None
-                and time.monotonic() - max(self._last_heartbeat_s, self._connected_at_s)
-                > deaf_after_s
-            )
-            if connected_for_long and session is not None and not session.done():
+            # Deaf only when nothing at all arrived: under overload the heartbeat waits
+            # in the socket behind a backlog that the reader is still working through,
+            # and dropping that connection would throw the backlog away.
+            last = max(self._last_heartbeat_s, self._last_received_s, self._connected_at_s)
+            deaf = self._pubsub is not None and time.monotonic() - last > deaf_after_s
+            if deaf and session is not None and not session.done():
                 # Connected but deaf (a half-open TCP connection, or Redis
                 # stopped sending): only a new connection can tell.
                 session.cancel()

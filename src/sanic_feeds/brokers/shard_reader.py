@@ -102,6 +102,10 @@ class ShardReader:
         self.heartbeat_live = False
         #: When the heartbeat was last heard (monotonic seconds).
         self.heard_s = 0.0
+        #: When anything (a message, a reply) was last read from the connection
+        #: (monotonic seconds): under overload the heartbeat waits behind a backlog,
+        #: and a connection that delivers that backlog is slow, not deaf.
+        self.received_s = 0.0
 
     def __repr__(self) -> str:
         return f"<ShardReader {self.address}>"
@@ -143,8 +147,10 @@ class ShardReader:
                 try:
                     reply = await self._connection.read_response(timeout=math.inf)
                 except ResponseError as exc:
+                    self.received_s = time.monotonic()
                     self._answered_by_error(exc)
                 else:
+                    self.received_s = time.monotonic()
                     self._dispatch(reply)
         except (RedisError, OSError) as exc:
             error = exc

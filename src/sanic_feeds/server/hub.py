@@ -66,6 +66,10 @@ class _Channel:
     #: Live publications held back while the channel is being positioned or
     #: healed; None while publications flow straight through.
     parked: list[Publication] | None = None
+    #: Pub/sub may have skipped publications (the broker resubscribed, or a history
+    #: read failed before it could tell): the heal under way compares the channel
+    #: with its history again before it lets publications flow.
+    recheck: bool = False
     #: Subscribes past opening the channel but not yet members: the channel is
     #: not closed under them.
     joining: int = 0
@@ -389,9 +393,17 @@ class Hub:
         # The same, for the channels of one shard of a Redis Cluster.
         for channel in channels:
             state = self._channels.get(channel)
-            if state is not None and state.parked is None:
+            if state is None:
+                continue
+            if state.parked is None:
                 state.parked = []
                 self._heal_soon(channel, state, check_history=True)
+            else:
+                # Opening or healing already, maybe from a history read made before
+                # this gap: that heal reads history again before it ends. (Ignoring
+                # the notice left the gap until a later publication showed it, and
+                # forever when none came.)
+                state.recheck = True
 
     # -- healing
 
@@ -405,15 +417,18 @@ class Hub:
 
     async def _heal(self, channel: str, state: _Channel, check_history: bool) -> None:
         """Deliver what was parked, filling gaps from history, then let publications flow."""
+        if check_history:
+            state.recheck = True
         while self._channels.get(channel) is state and state.parked is not None:
             position = state.position
-            if not check_history and all(p.epoch == position.epoch for p in state.parked):
+            if not state.recheck and all(p.epoch == position.epoch for p in state.parked):
                 ready, waiting = contiguous_after(position.offset, state.parked)
                 if not waiting:
                     self._deliver_all(state, ready)
                     state.parked = None
                     return
-            check_history = False
+            # A resubscribe from now on is not covered by this read: it sets it again.
+            state.recheck = False
             try:
                 # When the epoch changed, this one read tells so and gives the new
                 # epoch from its start, before history trims it.
@@ -421,7 +436,9 @@ class Hub:
                     channel, position.offset, self._heal_max + 1, epoch=position.epoch or None
                 )
             except BrokerUnavailable:
-                # Keep the channel parked; the reader reconnects meanwhile.
+                # Keep the channel parked, and compare it with history once the
+                # broker answers (the reader reconnects meanwhile).
+                state.recheck = True
                 log.warning("cannot heal %r now: broker unavailable", channel)
                 await asyncio.sleep(0.5)
                 continue
@@ -471,7 +488,7 @@ class Hub:
             state.parked = [
                 p for p in state.parked if p.epoch == last.epoch and p.offset > last.offset
             ]
-            if not state.parked:
+            if not state.parked and not state.recheck:
                 state.parked = None
 
     def _deliver_all(self, state: _Channel, publications: list[Publication]) -> None:
@@ -527,6 +544,7 @@ class Hub:
                 outbox.abort()
         state.parked = None
         state.kept = None
+        state.recheck = False
 
     # -- fan-out
 
