@@ -70,6 +70,9 @@ class RedisBroker:
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         #: Names still unconfirmed after a reconnect; when empty, gaps can be healed.
         self._resubscribing: set[bytes] = set()
+        #: The reader found Redis unreachable and is not subscribed again yet:
+        #: publishes are refused meanwhile (``publish``).
+        self._unheard = False
         self._last_heartbeat_s = 0.0
         self._connected_at_s = 0.0
         self._reader_task: asyncio.Task[None] | None = None
@@ -148,12 +151,6 @@ class RedisBroker:
             and time.monotonic() - self._last_heartbeat_s < fresh_s
         )
 
-    @property
-    def listening(self) -> bool:
-        """The pub/sub connection is up and every channel is subscribed again: what
-        is published now reaches this process (publishes are refused otherwise)."""
-        return self._pubsub is not None and not self._resubscribing
-
     # -- subscriptions
 
     async def subscribe(self, channel: str) -> None:
@@ -194,11 +191,14 @@ class RedisBroker:
         raw: str | None = None,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
-        if not self.listening:
-            # What this instance published before its own reader is back would be a
-            # gap on its own channels, and its publishers' backlog (retried on
-            # another instance) would land there all at once: refuse until then.
-            raise BrokerUnavailable("broker unavailable: pub/sub reconnecting")
+        if self._unheard:
+            # Redis was unreachable and this instance's reader is not subscribed
+            # again: what it published now would be a gap on its own channels, and
+            # after a restart its publishers' retried backlog lands at once, past
+            # what history holds. Refused until the reader is back (within 0.1 s
+            # of Redis); a reader that lost only its own connection (CLIENT KILL,
+            # the output-buffer limit) reconnects at once and refuses nothing.
+            raise BrokerUnavailable("broker unavailable: reconnecting")
         return await self._store.publish(
             channel, data, client=client, raw=raw, idempotency_key=idempotency_key
         )
@@ -275,6 +275,8 @@ class RedisBroker:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             error = None if session.cancelled() else session.exception()
+            if error is not None and not self._connected_at_s:
+                self._unheard = True  # this attempt did not even connect
             if self._closing:
                 return
             if session.cancelled():
@@ -333,6 +335,8 @@ class RedisBroker:
                 confirmed.set_result(None)
             if self._resubscribing:
                 self._resubscribing.discard(name)
+                if not self._resubscribing:
+                    self._unheard = False
                 if not self._resubscribing and self._handler is not None:
                     self._handler.on_resubscribed()
 
