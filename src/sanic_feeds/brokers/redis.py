@@ -71,7 +71,7 @@ class RedisBroker:
         #: Names still unconfirmed after a reconnect; when empty, gaps can be healed.
         self._resubscribing: set[bytes] = set()
         #: The reader found Redis unreachable and is not subscribed again yet:
-        #: publishes are refused meanwhile (``publish``).
+        #: publishes on the channels in ``_channels`` are refused meanwhile.
         self._unheard = False
         self._last_heartbeat_s = 0.0
         self._connected_at_s = 0.0
@@ -191,13 +191,15 @@ class RedisBroker:
         raw: str | None = None,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
-        if self._unheard:
-            # Redis was unreachable and this instance's reader is not subscribed
-            # again: what it published now would be a gap on its own channels, and
-            # after a restart its publishers' retried backlog lands at once, past
-            # what history holds. Refused until the reader is back (within 0.1 s
-            # of Redis); a reader that lost only its own connection (CLIENT KILL,
-            # the output-buffer limit) reconnects at once and refuses nothing.
+        if self._unheard and channel in self._channels:
+            # Redis was unreachable and this process's reader is not subscribed
+            # again: what it published now on a channel it delivers would be a gap
+            # here, and after a restart its publishers' retried backlog lands at
+            # once, past what history holds. Refused until the reader is back
+            # (within 0.1 s of Redis). A reader that lost only its own connection
+            # (CLIENT KILL, the output-buffer limit) reconnects at once and
+            # refuses nothing; nor does a process that delivers nothing (a
+            # Publisher), or a channel it has no subscriber of.
             raise BrokerUnavailable("broker unavailable: reconnecting")
         return await self._store.publish(
             channel, data, client=client, raw=raw, idempotency_key=idempotency_key
