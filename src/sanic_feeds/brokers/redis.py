@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
-from ..backoff import Backoff
+from ..backoff import PromptBackoff
 from ..errors import BrokerUnavailable
 from ..events import Event, Publication, StreamPosition, now_ms
 from .base import BrokerHandler, BrokerOptions, InstanceStatus
@@ -42,7 +42,10 @@ _COMMAND_TIMEOUT_S = 5.0
 #: Command connections per process; more concurrent commands wait for one.
 _POOL_CONNECTIONS = 100
 _SUBSCRIBE_TIMEOUT_S = 5.0
-#: The longest wait between two reconnects of the pub/sub reader (full jitter below it).
+#: The pub/sub reader's reconnects: every 0.1 s at most (full jitter below it) for
+#: the first seconds of an outage, then backing off to one every 0.5 s at most.
+_RECONNECT_PROMPT_S = 0.1
+_RECONNECT_PROMPT_FOR_S = 5.0
 _RECONNECT_MAX_S = 0.5
 #: How long close() waits for Redis to take the instance off the instances set.
 _GOODBYE_TIMEOUT_S = 0.5
@@ -67,6 +70,9 @@ class RedisBroker:
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         #: Names still unconfirmed after a reconnect; when empty, gaps can be healed.
         self._resubscribing: set[bytes] = set()
+        #: The reader found Redis unreachable and is not subscribed again yet:
+        #: publishes on the channels in ``_channels`` are refused meanwhile.
+        self._unheard = False
         self._last_heartbeat_s = 0.0
         #: When anything last arrived on the pub/sub connection: a connection still
         #: delivering a backlog (the heartbeat behind it) is slow, not deaf.
@@ -188,6 +194,16 @@ class RedisBroker:
         raw: str | None = None,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
+        if self._unheard and channel in self._channels:
+            # Redis was unreachable and this process's reader is not subscribed
+            # again: what it published now on a channel it delivers would be a gap
+            # here, and after a restart its publishers' retried backlog lands at
+            # once, past what history holds. Refused until the reader is back
+            # (within 0.1 s of Redis). A reader that lost only its own connection
+            # (CLIENT KILL, the output-buffer limit) reconnects at once and
+            # refuses nothing; nor does a process that delivers nothing (a
+            # Publisher), or a channel it has no subscriber of.
+            raise BrokerUnavailable("broker unavailable: reconnecting")
         return await self._store.publish(
             channel, data, client=client, raw=raw, idempotency_key=idempotency_key
         )
@@ -234,11 +250,16 @@ class RedisBroker:
     # -- the reader
 
     async def _read_forever(self) -> None:
-        # Back within half a second of Redis at worst: every message published while
-        # the reader is away is a gap to heal from history, and after a restart the
-        # publishers' retried backlog lands at once; a slow return can push the gap
-        # past --history-size (the drills saw 1 to 2.8 s with a 2 s ceiling).
-        backoff = Backoff(min_s=0.05, max_s=_RECONNECT_MAX_S)
+        # Back within 0.1 s of Redis in the first seconds of an outage (half a second
+        # at worst later on): every message published while the reader is away is a
+        # gap to heal from history, and after a restart the publishers' retried
+        # backlog lands at once; a slow return pushes the gap past --history-size
+        # (the drills saw 1 to 2.8 s with a 2 s ceiling, and 106 messages landed in
+        # the 0.17 s a reader took with a 0.5 s one). Attempts on a Redis that is
+        # down cost a refused connection; one that is loading its data accepts
+        # SUBSCRIBE (not the publish script), so the reader can be back first.
+        backoff = PromptBackoff(_RECONNECT_PROMPT_S, _RECONNECT_PROMPT_FOR_S, _RECONNECT_MAX_S)
+        outage_began_s: float | None = None
         first = True
         while True:
             pubsub = self._pubsub_client.pubsub()
@@ -265,6 +286,8 @@ class RedisBroker:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             error = None if session.cancelled() else session.exception()
+            if error is not None and not self._connected_at_s:
+                self._unheard = True  # this attempt did not even connect
             if self._closing:
                 return
             if session.cancelled():
@@ -273,13 +296,19 @@ class RedisBroker:
                 )
             else:
                 log.warning("broker pub/sub connection lost (%s); reconnecting", error)
-            if self._connected_at_s and time.monotonic() - self._connected_at_s > backoff.max_s:
-                backoff.reset()  # it was a working connection: retry quickly
+            now_s = time.monotonic()
+            if outage_began_s is None or (
+                self._connected_at_s and now_s - self._connected_at_s > _RECONNECT_MAX_S
+            ):
+                # It was a working connection: a new outage, retried promptly. (One
+                # that drops as soon as it connects does not start the clock again.)
+                outage_began_s = now_s
+                backoff.reset()
             self._connected_at_s = 0.0
             first = False
             # Jittered, so that many instances do not reconnect in lockstep
             # after a Redis restart.
-            await asyncio.sleep(backoff.next_delay_s())
+            await asyncio.sleep(backoff.next_delay_s(now_s - outage_began_s))
 
     async def _read_session(self, pubsub: PubSub, *, resubscribe: bool) -> None:
         names = [
@@ -320,6 +349,8 @@ class RedisBroker:
                 confirmed.set_result(None)
             if self._resubscribing:
                 self._resubscribing.discard(name)
+                if not self._resubscribing:
+                    self._unheard = False
                 if not self._resubscribing and self._handler is not None:
                     self._handler.on_resubscribed()
 
