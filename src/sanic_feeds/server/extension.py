@@ -34,7 +34,7 @@ from .hooks import ClientView, ConnectHook, DisconnectHook, PublishHook, Subscri
 from .multiplex import serve_multiplex
 from .node import Node
 from .static import register_static
-from .websocket import IOProtocol, Keepalive, ServerWebSocket, accept
+from .websocket import IOProtocol, Keepalive, ServerWebSocket, accept, handshake_headers
 
 __all__ = ["Authenticate", "Feeds", "Gate", "release_http_state", "token_of"]
 
@@ -401,7 +401,7 @@ class Feeds:
         ws = accept(
             cast(IOProtocol, io_proto),
             request.path,
-            request.headers.items(),
+            handshake_headers(request.headers),
             max_message_bytes=self.settings.max_message_bytes,
             max_queue=self.settings.max_queue,
             keepalive=self._keepalive,
