@@ -164,16 +164,14 @@ class Feeds:
         node = self.node
 
         # Plain functions that return the session's coroutine: one frame less
-        # held by every open connection.
+        # held by every open connection. What the session serves is a function and its
+        # arguments, not a closure: no function object and cells held as long.
         def feed(request: Request, channel: str) -> Coroutine[Any, Any, HTTPResponse | None]:
-            since, name = request.ctx.since, request.ctx.channel
-            return self._session(
-                request, lambda conn: serve_feed(node, conn, name, since, checked=True)
-            )
+            ctx = request.ctx
+            return self._session(request, _serve_checked_feed, ctx.channel, ctx.since)
 
         def multiplex(request: Request) -> Coroutine[Any, Any, HTTPResponse | None]:
-            joins = request.ctx.joins
-            return self._session(request, lambda conn: serve_multiplex(node, conn, joins))
+            return self._session(request, serve_multiplex, request.ctx.joins)
 
         for handler, uri in ((feed, "/feed/<channel:path>"), (multiplex, "/ws")):
             # Sanic accepts no response from a handler marked so.
@@ -358,9 +356,10 @@ class Feeds:
         return identity
 
     async def _session(
-        self, request: Request, serve: Callable[[Connection], Awaitable[None]]
+        self, request: Request, serve: Callable[..., Awaitable[None]], *args: Any
     ) -> HTTPResponse | None:
-        """Upgrade the request's connection and ``serve`` it until it ends."""
+        """Upgrade the request's connection and serve it until it ends, with
+        ``serve(node, connection, *args)``."""
         ws = self._upgrade(request)
         if isinstance(ws, HTTPResponse):
             _log_access(request, ws.status, code=None, client=None)
@@ -370,7 +369,7 @@ class Feeds:
             ws, ctx.wire_format, identity=ctx.identity, access=ctx.access, client_id=ctx.client_id
         )
         try:
-            await serve(conn)
+            await serve(self.node, conn, *args)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if ws.io_proto is not None or task is None:
@@ -474,6 +473,13 @@ def release_http_state(io_proto: object) -> None:
         event = getattr(io_proto, name, None)
         if isinstance(event, asyncio.Event):
             setattr(io_proto, name, Gate(event.is_set()))
+
+
+def _serve_checked_feed(
+    node: Node, conn: Connection, channel: str, since: StreamPosition | None
+) -> Coroutine[Any, Any, None]:
+    """``serve_feed`` for a connection whose admission checked the channel."""
+    return serve_feed(node, conn, channel, since, checked=True)
 
 
 def _log_access(request: Request, status: int, *, code: int | None, client: str | None) -> None:
