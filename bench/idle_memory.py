@@ -197,6 +197,15 @@ async def open_connections(port: int, count: int) -> list[Any]:
     return sockets
 
 
+def tcp_sockstat() -> dict[str, int]:
+    with open("/proc/net/sockstat") as sockstat:
+        for line in sockstat:
+            if line.startswith("TCP:"):
+                fields = line.split()[1:]
+                return {k: int(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
+    return {}
+
+
 def fetch(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://{_HOST}:{port}{path}", timeout=120) as answer:
         result = json.loads(answer.read())
@@ -228,10 +237,17 @@ async def drive(args: argparse.Namespace, dump_dir: str) -> None:
         await ws.close()
     await asyncio.sleep(0.5)
     before = await asyncio.to_thread(fetch, port, "/_mem/before")
+    sockstat_before = tcp_sockstat()
     sockets = await open_connections(port, args.connections)
     await asyncio.sleep(1.0)
     after = await asyncio.to_thread(fetch, port, "/_mem/after")
     report(args, dump_dir, before, after)
+    sockstat_after = tcp_sockstat()
+    print(
+        "kernel, not in RSS (/proc/net/sockstat, both ends of every connection): TCP "
+        f"sockets in use {sockstat_before['inuse']} -> {sockstat_after['inuse']}, "
+        f"buffer pages {sockstat_before['mem']} -> {sockstat_after['mem']}"
+    )
     if args.reach:
         reach = await asyncio.to_thread(fetch, port, "/_mem_reach")
         total = sum(row[3] for row in reach)
