@@ -103,11 +103,13 @@ class Connection:
             ws.io_proto,
             flusher,
             max_queue,
-            on_abort=lambda: self.close(
-                CloseCode.TRY_AGAIN_LATER, "too slow, resubscribe with since"
-            ),
+            on_abort=self._close_too_slow,
             session=ws.ws_proto,
         )
+
+    def _close_too_slow(self) -> None:
+        # A bound method, not a closure: no function object and cell per connection.
+        self.close(CloseCode.TRY_AGAIN_LATER, "too slow, resubscribe with since")
 
     def receive(self) -> Awaitable[str | bytes | None]:
         """The next frame from the client, or None once the connection is over."""

@@ -5,6 +5,7 @@ docs/protocol.md, "Feed endpoint".
 
 from __future__ import annotations
 
+from functools import partial
 from urllib.parse import unquote
 
 from ..codec import WireFormat, data_from_client_text, encode_subscribed
@@ -61,22 +62,7 @@ async def serve_feed(
     happens however this ends. ``checked``: admission asked the permissions and the
     app's subscribe hook already (``Node.check_subscription``).
     """
-
-    def greet(position: StreamPosition, recovered: bool) -> None:
-        if conn.wire_format is WireFormat.JSON:
-            conn.send(encode_subscribed(channel, position, recovered, client=conn.id))
-
-    try:
-        await node.subscribe(conn, channel, greet, since, checked=checked)
-    except BrokerUnavailable as exc:
-        conn.send_failure(exc)
-        conn.close(CloseCode.TRY_AGAIN_LATER, "broker unavailable")
-        return
-    except FeedsError as exc:
-        # Admission checked the channel already; this is what changed since (or, not
-        # checked there, what the hook refused).
-        conn.send_failure(exc)
-        conn.close(CloseCode.POLICY_VIOLATION, exc.public_message[:100])
+    if not await _subscribe(node, conn, channel, since, checked):
         return
     # Each text frame the client sends is published on the channel; /feed tells
     # only of failures.
@@ -92,13 +78,37 @@ async def serve_feed(
                 await window.settle()  # after the failures of the frames before it
                 conn.send_failure(exc)
                 continue
-            await window.submit(
-                # Called before submit() returns, with this frame's data.
-                lambda: node.publish_from(conn, channel, data, raw=raw),  # noqa: B023
-                _no_reply,
-            )
+            # A partial, not a lambda: a closure would make node, conn, channel, data
+            # and raw cells of this frame, held while the connection sits idle.
+            await window.submit(partial(node.publish_from, conn, channel, data, raw=raw), _no_reply)
     finally:
         await window.settle()
+
+
+async def _subscribe(
+    node: Node, conn: Connection, channel: str, since: StreamPosition | None, checked: bool
+) -> bool:
+    """Subscribe ``conn`` to ``channel``, greeting it with ``subscribed``; False when that
+    failed (the client was told and the connection closed). A coroutine of its own, so
+    that ``greet`` and the cells it closes over are gone once the connection sits idle."""
+
+    def greet(position: StreamPosition, recovered: bool) -> None:
+        if conn.wire_format is WireFormat.JSON:
+            conn.send(encode_subscribed(channel, position, recovered, client=conn.id))
+
+    try:
+        await node.subscribe(conn, channel, greet, since, checked=checked)
+    except BrokerUnavailable as exc:
+        conn.send_failure(exc)
+        conn.close(CloseCode.TRY_AGAIN_LATER, "broker unavailable")
+        return False
+    except FeedsError as exc:
+        # Admission checked the channel already; this is what changed since (or, not
+        # checked there, what the hook refused).
+        conn.send_failure(exc)
+        conn.close(CloseCode.POLICY_VIOLATION, exc.public_message[:100])
+        return False
+    return True
 
 
 def _no_reply(position: StreamPosition | None) -> None:

@@ -37,7 +37,8 @@ class PublishWindow:
     def __init__(self, conn: Connection, limit: int) -> None:
         self._conn = conn
         self._limit = limit
-        self._running: set[asyncio.Task[None]] = set()
+        #: Publishes in flight; made with the first (an idle connection holds none).
+        self._running: set[asyncio.Task[None]] | None = None
         #: The publish started last: the next one replies after it.
         self._last: asyncio.Task[None] | None = None
 
@@ -58,21 +59,27 @@ class PublishWindow:
             except FeedsError as exc:
                 self._conn.send_failure(exc, command_id)
             return
-        while len(self._running) >= self._limit:
-            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+        running = self._running
+        if running is None:
+            running = self._running = set()
+        while len(running) >= self._limit:
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         task = asyncio.create_task(self._run(publish(), reply, command_id, self._last))
         self._last = task
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        running.add(task)
+        task.add_done_callback(running.discard)
 
     async def settle(self) -> None:
         """Wait until every publish started has replied (before any other command, and
         before the connection's handler ends); if cancelled meanwhile, cancel them."""
+        running = self._running
+        if not running:
+            return
         try:
-            while self._running:
-                await asyncio.wait(set(self._running))
+            while running:
+                await asyncio.wait(set(running))
         except asyncio.CancelledError:
-            for task in self._running:
+            for task in running:
                 task.cancel()
             raise
 

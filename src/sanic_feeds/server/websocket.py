@@ -37,13 +37,22 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Protocol as WSProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..errors import CloseCode
 from .outbox import WritableProtocol
 
-__all__ = ["IOProtocol", "Keepalive", "ServerWebSocket", "accept", "text_frame"]
+__all__ = [
+    "HANDSHAKE_HEADERS",
+    "IOProtocol",
+    "Keepalive",
+    "ServerWebSocket",
+    "accept",
+    "handshake_headers",
+    "text_frame",
+]
 
 log = logging.getLogger("sanic_feeds.websocket")
 #: What ``websockets``' protocol logs: every frame at DEBUG, each connection's
@@ -67,6 +76,32 @@ def text_frame(payload: bytes) -> bytes:
 #: Messages received but not yet read by the handler before the transport
 #: stops reading from the socket (TCP then pushes back on the client).
 _MAX_PENDING_MESSAGES = 16
+
+
+#: The request headers ``websockets``' handshake reads (``ServerProtocol.process_request``).
+HANDSHAKE_HEADERS = (
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "origin",
+)
+
+
+class HeaderLookup(Protocol):
+    def getall(self, key: str, default: Iterable[str], /) -> Iterable[str]: ...
+
+
+def handshake_headers(headers: HeaderLookup) -> list[tuple[str, str]]:
+    """The request's :data:`HANDSHAKE_HEADERS`, each of its values, looked up by name.
+
+    Not by iterating Sanic's headers (a ``CIMultiDict``): iterating makes it build, and
+    keep for as long as the request lives, a case-insensitive key object for every
+    header, about 650 bytes per connection.
+    """
+    return [(name, value) for name in HANDSHAKE_HEADERS for value in headers.getall(name, ())]
 
 
 class IOProtocol(WritableProtocol, Protocol):
@@ -98,7 +133,9 @@ def accept(
         raise ConnectionError("the connection closed during the upgrade")
     # Sanic parsed the HTTP request already: the protocol starts OPEN, so that
     # its parser expects frames, and only checks the request and builds the answer.
-    ws_proto = ServerProtocol(max_size=max_message_bytes, state=State.OPEN, logger=protocol_log)
+    ws_proto = _OpenServerProtocol(
+        max_size=max_message_bytes, state=State.OPEN, logger=protocol_log
+    )
     response = ws_proto.accept(Request(path, Headers(headers)))
     if response.status_code != 101:
         return response
@@ -112,6 +149,18 @@ def accept(
     )
     io_proto.websocket = ws
     return ws
+
+
+class _OpenServerProtocol(ServerProtocol):
+    """A :class:`ServerProtocol` whose parser is the frame parser itself.
+
+    ``ServerProtocol.parse`` reads the HTTP request when the protocol starts CONNECTING,
+    then runs ``Protocol.parse`` inside itself (``yield from``): one generator more
+    (256 bytes) per connection for as long as it lives. Sanic read the request already,
+    so the protocol starts OPEN and that outer generator would only ever delegate.
+    """
+
+    parse = WSProtocol.parse
 
 
 class Keepalive:
