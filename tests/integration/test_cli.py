@@ -512,6 +512,10 @@ async def test_publish_needs_the_servers_api_key_when_it_has_one(
     assert [m["data"] for m in await recv_messages(ws, 2)] == [2, 3]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def _start_subscriber(
     url: str, channel: str, count: int
 ) -> tuple[asyncio.subprocess.Process, Any]:
@@ -523,6 +527,9 @@ async def _start_subscriber(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=clean_env(),
+        # As a foreground job: a test run started in the background by a shell without
+        # job control inherits SIGINT ignored, and so would the subscriber.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert proc.stdout is not None
     first = await asyncio.wait_for(proc.stdout.readline(), 15)
