@@ -105,3 +105,32 @@ async def test_a_window_of_one_publishes_one_at_a_time() -> None:
     finally:
         await session.close()
         await node.stop()
+
+
+class BuggyBroker(GatedBroker):
+    """The second publish fails with an error no broker should raise (a bug)."""
+
+    async def publish(self, channel: str, data: Any, **kwargs: Any) -> StreamPosition:
+        if data == "bug":
+            raise RuntimeError("a bug in the broker")
+        return await super().publish(channel, data, **kwargs)
+
+
+async def test_a_publish_failing_unexpectedly_closes_the_connection_after_earlier_acks() -> None:
+    broker = BuggyBroker()
+    node = Node(Settings(rate_limit=0), broker=broker)
+    await node.start()
+    session = InProcessSession(node)
+    try:
+        await send(session, op="publish", channel="room", data="fine", id=1)
+        await send(session, op="publish", channel="room", data="bug", id=2)
+        await until(lambda: len(broker.gates) == 1)
+        await asyncio.sleep(0.02)  # the bug is known; the first publish still waits
+        broker.gates[0].set()
+        reply = orjson.loads(await session.recv())
+        assert (reply["type"], reply["id"]) == ("ack", 1)
+        await until(lambda: session.ws.close_code is not None)
+        assert session.ws.close_code == 1011
+    finally:
+        await session.close()
+        await node.stop()

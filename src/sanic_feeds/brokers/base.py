@@ -143,6 +143,10 @@ class Broker(Protocol):
         ``idempotency_key`` already used on this channel within ``idempotency_ttl_s``,
         publish nothing and return the position that earlier publish got: a retry after
         a lost reply is never a duplicate.
+
+        Calls are taken in the order they are made: a call is committed to its place
+        (queued, or done) before its first suspension, so that the publishes one
+        connection starts one after the other (``server/publishing.py``) keep their order.
         """
 
     async def publish_event(self, event: Event) -> None:

@@ -58,8 +58,9 @@ async def finish_within(step: Awaitable[Any], what: str, timeout_s: float = STEP
 
 
 def _retrieve(task: asyncio.Future[Any], what: str) -> None:
-    """Collect how a finished step ended: a Redis failure is expected while closing, and
-    anything else is a bug, raised."""
+    """Collect how a finished step ended: a Redis failure is expected while closing;
+    anything else is a bug, logged with its traceback, and the close goes on (raising
+    would leave the remaining steps, and their connections, undone)."""
     if task.cancelled():
         return
     exc = task.exception()
@@ -68,4 +69,4 @@ def _retrieve(task: asyncio.Future[Any], what: str) -> None:
     if isinstance(exc, REDIS_FAILURES):
         log.debug("%s failed while closing: %s", what, exc)
         return
-    raise exc
+    log.error("%s failed while closing", what, exc_info=exc)

@@ -143,7 +143,7 @@ class ClusterBroker:
         tasks = (self._heartbeat_task, self._maintainer_task)
         self._heartbeat_task = self._maintainer_task = None
         await cancel_within(tasks, "the cluster's heartbeat and maintainer")
-        await finish_within(self._store.close(), "the script pipelines")
+        await self._store.close()  # bounded: each script pipeline's sender
         readers, self._readers = list(self._readers.values()), {}
         # Each bounded on its own (shard_reader.py): together, not one after the other.
         await asyncio.gather(*(reader.close() for reader in readers))

@@ -134,7 +134,7 @@ class RedisBroker:
         tasks = (self._heartbeat_task, self._reader_task)
         self._heartbeat_task = self._reader_task = None
         await cancel_within(tasks, "the Redis reader and heartbeat")
-        await finish_within(self._store.close(), "the script pipelines")
+        await self._store.close()  # bounded: each script pipeline's sender
         # Closed: no longer hearing anything (``ready`` turns false).
         self._pubsub = None
         self._connected.clear()

@@ -97,8 +97,8 @@ class RedisStore:
 
     async def close(self) -> None:
         """Fail the script calls still queued; the client is the caller's to close."""
-        await self._publish_script.close()
-        await self._position_script.close()
+        # Together: each is bounded (closing.py), and neither must be cut short.
+        await asyncio.gather(self._publish_script.close(), self._position_script.close())
 
     @contextlib.asynccontextmanager
     async def _command(self) -> AsyncIterator[None]:

@@ -70,8 +70,10 @@ class PublishWindow:
         task.add_done_callback(running.discard)
 
     async def settle(self) -> None:
-        """Wait until every publish started has replied (before any other command, and
-        before the connection's handler ends); if cancelled meanwhile, cancel them."""
+        """Wait until every publish started has replied: before any other command, and
+        before the connection's handler ends (a client gone leaves its publishes to
+        finish, each bounded by the broker's timeouts). If this wait is cancelled (the
+        server stopping), the publishes are cancelled too."""
         running = self._running
         if not running:
             return
@@ -90,20 +92,25 @@ class PublishWindow:
         command_id: Any,
         previous: asyncio.Task[None] | None,
     ) -> None:
-        outcome: StreamPosition | FeedsError | None
+        outcome: StreamPosition | FeedsError | Exception | None
         try:
             outcome = await publish
-        except FeedsError as exc:
+        except Exception as exc:  # FeedsError too: told to the client in order
             outcome = exc
+        try:
+            # After the replies of the publishes before it, whatever this one's outcome:
+            # also a close for an unexpected error must not drop their acks.
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous})
+            if isinstance(outcome, FeedsError):
+                self._conn.send_failure(outcome, command_id)
+            elif isinstance(outcome, Exception):
+                raise outcome
+            else:
+                reply(outcome)
         except Exception:
-            # What the handler does with an error it did not expect (extension.py).
+            # What the handler does with an error it did not expect (extension.py):
+            # nobody awaits this task to see it.
             conn = self._conn
             log.exception("connection %s failed", conn.id, extra={"client": conn.id})
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
-            return
-        if previous is not None and not previous.done():
-            await asyncio.wait({previous})
-        if isinstance(outcome, FeedsError):
-            self._conn.send_failure(outcome, command_id)
-        else:
-            reply(outcome)
