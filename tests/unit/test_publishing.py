@@ -134,3 +134,32 @@ async def test_a_publish_failing_unexpectedly_closes_the_connection_after_earlie
     finally:
         await session.close()
         await node.stop()
+
+
+async def test_with_a_publish_hook_the_hooks_run_in_order_and_the_broker_calls_overlap() -> None:
+    """The app's hook for a connection's publishes runs one at a time, in the client's
+    order, even when an earlier one takes longer; the broker's round trips still overlap."""
+    broker = GatedBroker()
+    node = Node(Settings(rate_limit=0), broker=broker)
+    hooked: list[Any] = []
+
+    async def stamp(client: Any, channel: str, data: Any) -> Any:
+        await asyncio.sleep(0.05 if data == 1 else 0)  # the first hook is the slowest
+        hooked.append(data)
+        return data
+
+    node.hooks.add_publish("room", stamp)
+    await node.start()
+    session = InProcessSession(node)
+    try:
+        for n in (1, 2, 3):
+            await send(session, op="publish", channel="room", data=n, id=n)
+        await until(lambda: broker.taken == [1, 2, 3])
+        assert hooked == [1, 2, 3]
+        for gate in broker.gates:
+            gate.set()
+        replies = [orjson.loads(await session.recv()) for _ in range(3)]
+        assert [(r["id"], r["offset"]) for r in replies] == [(1, 1), (2, 2), (3, 3)]
+    finally:
+        await session.close()
+        await node.stop()

@@ -64,9 +64,13 @@ async def _publish(node: Node, conn: Connection, command: Command, window: Publi
         if position is not None:
             conn.send(encode_reply("ack", command.id, offset=position.offset, epoch=position.epoch))
 
-    def publish() -> Awaitable[StreamPosition | None]:
+    def publish(**handing: Any) -> Awaitable[StreamPosition | None]:
         return node.publish_from(
-            conn, command.channel, command.data, idempotency_key=command.idempotency_key
+            conn,
+            command.channel,
+            command.data,
+            idempotency_key=command.idempotency_key,
+            **handing,
         )
 
     await window.submit(publish, ack, command.id)

@@ -21,6 +21,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from ..auth import Identity, TokenConfig, verify_token
@@ -442,11 +443,8 @@ class Node:
                 await self.broker.publish_event(Leave(channel, conn.id))
 
     def publish_window(self, conn: Connection) -> PublishWindow:
-        """How many publishes of ``conn`` may overlap (``--publish-window``): one at a
-        time while the app has a publish hook, which may wait before the broker takes
-        the message, and so could reorder them."""
-        limit = 1 if self.hooks.publishing else self.settings.publish_window
-        return PublishWindow(conn, limit)
+        """How many publishes of ``conn`` may overlap (``--publish-window``)."""
+        return PublishWindow(conn, self.settings.publish_window)
 
     async def publish_from(
         self,
@@ -456,9 +454,11 @@ class Node:
         *,
         raw: str | None = None,
         idempotency_key: str | None = None,
+        on_handed: Callable[[], None] | None = None,
     ) -> StreamPosition | None:
         """Publish what a client sent, where its identity allows, within its rate limit
-        (``--rate-limit``).
+        (``--rate-limit``). ``on_handed`` is called once the broker has the message, in
+        the order of the calls (``PublishWindow``), before its reply.
 
         Raises ``Unauthorized``/``Forbidden`` for a channel it may not publish on,
         ``BadRequest`` for data nested too deep or a malformed idempotency key,
@@ -478,16 +478,19 @@ class Node:
             checked = await self.hooks.publish(_view(conn), channel, data)
             if checked is not data:
                 data, raw = checked, None  # the client's text is no longer what is sent
+        # The broker takes the message before its first suspension (Broker.publish):
+        # once this call is scheduled, the next publish of the connection may go on.
+        publishing = self.broker.publish(
+            channel, data, client=conn.id, raw=raw, idempotency_key=idempotency_key
+        )
+        if on_handed is not None:
+            asyncio.get_running_loop().call_soon(on_handed)
         if not self._counting:
-            position = await self.broker.publish(
-                channel, data, client=conn.id, raw=raw, idempotency_key=idempotency_key
-            )
+            position = await publishing
             self.hub.observe(channel, position)
             return position
         started = time.perf_counter()
-        position = await self.broker.publish(
-            channel, data, client=conn.id, raw=raw, idempotency_key=idempotency_key
-        )
+        position = await publishing
         metrics.BROKER_PUBLISH_SECONDS.observe(time.perf_counter() - started)
         metrics.MESSAGES_PUBLISHED.labels(conn.wire_format.value).inc()
         self.hub.observe(channel, position)
