@@ -37,15 +37,15 @@ from redis.exceptions import MovedError, ResponseError
 
 from ..backoff import Backoff
 from ..errors import BrokerUnavailable
-from ..events import Event, Publication, StreamPosition, now_ms
+from ..events import now_ms
 from .base import BrokerHandler, BrokerOptions, InstanceStatus
 from .closing import cancel_within, finish_within
-from .envelope import MalformedPayload, decode_payload, encode_status
+from .envelope import MalformedPayload, decode_payload
 from .failures import REDIS_FAILURES, unavailable
 from .keys import INSTANCES_KEY, channel_keys, channel_of, heartbeat_channel, status_key
 from .shard_reader import ShardReader
 from .slots import NodeAddress, SlotMap
-from .store import RedisStore
+from .store import RedisStore, StoreBacked
 from .urls import parse_cluster_url
 
 __all__ = ["ClusterBroker"]
@@ -64,7 +64,7 @@ _GOODBYE_TIMEOUT_S = 0.5
 _HINTS = 8
 
 
-class ClusterBroker:
+class ClusterBroker(StoreBacked):
     """``redis+cluster://HOST:PORT[,HOST:PORT...]``; see the module's docstring."""
 
     def __init__(self, url: str, options: BrokerOptions | None = None) -> None:
@@ -422,68 +422,7 @@ class ClusterBroker:
                 return slot_map
         raise error
 
-    # -- publishing and reading: commands, the same on every Redis broker (store.py)
-
-    async def publish(
-        self,
-        channel: str,
-        data: Any,
-        *,
-        client: str | None = None,
-        raw: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> StreamPosition:
-        return await self._store.publish(
-            channel, data, client=client, raw=raw, idempotency_key=idempotency_key
-        )
-
-    async def publish_event(self, event: Event) -> None:
-        await self._store.publish_event(event)
-
-    async def position(self, channel: str) -> StreamPosition:
-        return await self._store.position(channel)
-
-    async def peek_position(self, channel: str) -> StreamPosition | None:
-        return await self._store.peek_position(channel)
-
-    async def history(
-        self, channel: str, since: int | None, limit: int, *, epoch: str | None = None
-    ) -> tuple[list[Publication], StreamPosition]:
-        return await self._store.history(channel, since, limit, epoch=epoch)
-
-    async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
-        await self._store.supersede(channel, old_epoch, new_epoch)
-
-    async def successor(self, channel: str, epoch: str) -> str | None:
-        return await self._store.successor(channel, epoch)
-
-    async def add_presence(self, channel: str, client: str, info: Any) -> None:
-        await self._store.add_presence(channel, client, info)
-
-    async def remove_presence(self, channel: str, client: str) -> None:
-        await self._store.remove_presence(channel, client)
-
-    async def presence(self, channel: str) -> dict[str, Any]:
-        return await self._store.presence(channel)
-
-    def set_status(self, source: Callable[[], InstanceStatus]) -> None:
-        self._status = source
-
-    async def instances(self) -> list[InstanceStatus]:
-        return await self._store.instances()
-
     # -- heartbeat
-
-    def _status_payload(self) -> bytes | None:
-        source = self._status
-        if source is None:
-            return None
-        try:
-            return encode_status(source())
-        except Exception:
-            # The heartbeat must go on: it is what keeps this instance ready and present.
-            log.exception("cannot read this instance's status")
-            return None
 
     async def _heartbeat_forever(self) -> None:
         interval_s = self._options.heartbeat_interval_s

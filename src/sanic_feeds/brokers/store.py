@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 from typing import Any, cast
 
@@ -31,12 +31,13 @@ from .envelope import (
     decode_status,
     encode_envelope,
     encode_membership,
+    encode_status,
 )
 from .failures import unavailable
 from .keys import INSTANCES_KEY, channel_keys, status_key
 from .script_batch import ScriptBatcher
 
-__all__ = ["RedisStore", "publish_script", "unavailable"]
+__all__ = ["RedisStore", "StoreBacked", "publish_script", "unavailable"]
 
 log = logging.getLogger("sanic_feeds.broker")
 
@@ -303,3 +304,72 @@ class RedisStore:
             pipe.zrem(INSTANCES_KEY, self._options.instance_id)
             pipe.delete(status_key(self._options.instance_id))
             await pipe.execute()
+
+
+class StoreBacked:
+    """What every Redis broker does the same way through its ``RedisStore``: the
+    commands (publish, reads, presence, the instances) and the status its heartbeat
+    carries. The broker sets ``_store`` and ``_status``."""
+
+    _store: RedisStore
+    #: What each heartbeat tells the other instances about this one.
+    _status: Callable[[], InstanceStatus] | None
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        client: str | None = None,
+        raw: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> StreamPosition:
+        return await self._store.publish(
+            channel, data, client=client, raw=raw, idempotency_key=idempotency_key
+        )
+
+    async def publish_event(self, event: Event) -> None:
+        await self._store.publish_event(event)
+
+    async def position(self, channel: str) -> StreamPosition:
+        return await self._store.position(channel)
+
+    async def peek_position(self, channel: str) -> StreamPosition | None:
+        return await self._store.peek_position(channel)
+
+    async def history(
+        self, channel: str, since: int | None, limit: int, *, epoch: str | None = None
+    ) -> tuple[list[Publication], StreamPosition]:
+        return await self._store.history(channel, since, limit, epoch=epoch)
+
+    async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
+        await self._store.supersede(channel, old_epoch, new_epoch)
+
+    async def successor(self, channel: str, epoch: str) -> str | None:
+        return await self._store.successor(channel, epoch)
+
+    async def add_presence(self, channel: str, client: str, info: Any) -> None:
+        await self._store.add_presence(channel, client, info)
+
+    async def remove_presence(self, channel: str, client: str) -> None:
+        await self._store.remove_presence(channel, client)
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        return await self._store.presence(channel)
+
+    def set_status(self, source: Callable[[], InstanceStatus]) -> None:
+        self._status = source
+
+    async def instances(self) -> list[InstanceStatus]:
+        return await self._store.instances()
+
+    def _status_payload(self) -> bytes | None:
+        source = self._status
+        if source is None:
+            return None
+        try:
+            return encode_status(source())
+        except Exception:
+            # The heartbeat must go on: it is what keeps this instance ready and present.
+            log.exception("cannot read this instance's status")
+            return None
