@@ -20,8 +20,8 @@ from tests.support.ws import (
     open_feed,
     publish_http,
     ready_is,
-    recv_event,
     recv_messages,
+    recv_reply,
     wait_until,
 )
 
@@ -192,7 +192,7 @@ async def test_defect6_redis_restart_without_persistence_never_leaves_a_dead_fee
     status, body = await publish_http(server.url, "live", "during")
     assert (status, body["code"]) == (503, "unavailable")
     await subscriber.send("from a client during the outage")
-    error = await recv_event(subscriber)
+    error = await recv_reply(subscriber)
     assert (error["type"], error["code"]) == ("error", "unavailable")
 
     private_redis.restart()

@@ -57,6 +57,16 @@ async def recv_event(ws: ClientConnection, timeout_s: float = 10.0) -> Any:
     return orjson.loads(await asyncio.wait_for(ws.recv(), timeout_s))
 
 
+async def recv_reply(ws: ClientConnection, timeout_s: float = 10.0) -> Any:
+    """The next event that is not a ``join`` or ``leave``: the client's own join is
+    announced after its ``subscribed``, and can arrive after the first messages."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        event = await recv_event(ws, max(deadline - time.monotonic(), 0.001))
+        if event["type"] not in ("join", "leave"):
+            return event
+
+
 async def recv_messages(ws: ClientConnection, count: int, timeout_s: float = 20.0) -> list[Any]:
     """The next ``count`` ``message`` events, skipping joins and leaves."""
     messages: list[Any] = []

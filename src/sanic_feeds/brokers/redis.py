@@ -21,6 +21,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
 
 from ..backoff import PromptBackoff
@@ -38,6 +39,10 @@ __all__ = ["RedisBroker", "channel_keys"]
 log = logging.getLogger("sanic_feeds.broker")
 
 _CONNECT_TIMEOUT_S = 2.0
+#: What each connection tells Redis about its client (CLIENT SETINFO), made once: a pool
+#: given none makes it for every connection it opens, and looking redis-py's version up
+#: costs half a millisecond, a hundred times over in a burst after a restart.
+DRIVER_INFO = DriverInfo()
 _COMMAND_TIMEOUT_S = 5.0
 #: Command connections per process; more concurrent commands wait for one.
 _POOL_CONNECTIONS = 100
@@ -99,6 +104,7 @@ class RedisBroker(StoreBacked):
                 socket_connect_timeout=_CONNECT_TIMEOUT_S,
                 socket_timeout=_COMMAND_TIMEOUT_S,
                 retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3),
+                driver_info=DRIVER_INFO,
             )
         )
         # Pub/sub: no retries inside redis-py, because a silent reconnect
@@ -107,6 +113,7 @@ class RedisBroker(StoreBacked):
             url,
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
+            driver_info=DRIVER_INFO,
         )
         return commands, pubsub
 

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from .base import BrokerHandler, BrokerOptions
 from .closing import cancel_within, finish_within
-from .redis import RedisBroker
+from .redis import DRIVER_INFO, RedisBroker
 from .urls import parse_sentinel_url
 
 __all__ = ["SentinelBroker"]
@@ -77,12 +77,14 @@ class SentinelBroker(RedisBroker):
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             socket_timeout=_COMMAND_TIMEOUT_S,
             retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3),
+            driver_info=DRIVER_INFO,
         )
         pubsub = self._sentinel.master_for(
             self._master,
             connection_pool_class=_MasterPool,
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
+            driver_info=DRIVER_INFO,
         )
         return commands, pubsub
 

@@ -25,6 +25,7 @@ from redis.asyncio.cluster import RedisCluster
 from ..codec import check_data
 from ..events import Event, Join, Leave, Publication, StreamPosition, now_ms
 from .base import BrokerOptions, InstanceStatus
+from .batching import CommandBatcher, ScriptBatcher
 from .envelope import (
     MalformedPayload,
     decode_envelope,
@@ -35,7 +36,6 @@ from .envelope import (
 )
 from .failures import unavailable
 from .keys import INSTANCES_KEY, channel_keys, status_key
-from .script_batch import ScriptBatcher
 
 __all__ = ["RedisStore", "StoreBacked", "publish_script", "unavailable"]
 
@@ -90,6 +90,10 @@ class RedisStore:
         self._position_script = ScriptBatcher(
             redis, _lua("position.lua"), name="feeds-position-batch"
         )
+        # Clients join and leave in bursts (an instance's clients moving after a restart),
+        # each writing presence and asking for the epoch that replaced theirs: one
+        # pipeline, in the order they were made, not a pooled connection each.
+        self._commands = CommandBatcher(redis, name="feeds-command-batch")
 
     async def load_scripts(self) -> None:
         """Load both scripts now, so that the first calls do not fail over to loading them."""
@@ -97,9 +101,13 @@ class RedisStore:
         await self._position_script.load()
 
     async def close(self) -> None:
-        """Fail the script calls still queued; the client is the caller's to close."""
+        """Fail the calls still queued; the client is the caller's to close."""
         # Together: each is bounded (closing.py), and neither must be cut short.
-        await asyncio.gather(self._publish_script.close(), self._position_script.close())
+        await asyncio.gather(
+            self._publish_script.close(),
+            self._position_script.close(),
+            self._commands.close(),
+        )
 
     @contextlib.asynccontextmanager
     async def _command(self) -> AsyncIterator[None]:
@@ -209,8 +217,7 @@ class RedisStore:
             await pipe.execute()
 
     async def successor(self, channel: str, epoch: str) -> str | None:
-        async with self._command():
-            value = await self._redis.hget(channel_keys(channel).epochs, epoch)
+        value = await self._commands("HGET", channel_keys(channel).epochs, epoch)
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
@@ -219,12 +226,10 @@ class RedisStore:
 
     async def add_presence(self, channel: str, client: str, info: Any) -> None:
         entry = orjson.dumps([self._options.instance_id, info])
-        async with self._command():
-            await self._redis.hset(channel_keys(channel).presence, client, entry)
+        await self._commands("HSET", channel_keys(channel).presence, client, entry)
 
     async def remove_presence(self, channel: str, client: str) -> None:
-        async with self._command():
-            await self._redis.hdel(channel_keys(channel).presence, client)
+        await self._commands("HDEL", channel_keys(channel).presence, client)
 
     async def presence(self, channel: str) -> dict[str, Any]:
         key = channel_keys(channel).presence

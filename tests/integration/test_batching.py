@@ -1,5 +1,6 @@
-"""The Redis broker's batched publish script: concurrent publishes share round trips, keep
-the order they were made in, and survive Redis forgetting the script."""
+"""The Redis broker's batched calls: concurrent publishes share round trips, keep the order
+they were made in, and survive Redis forgetting the script; a burst of presence writes
+(clients joining and leaving at once) shares one connection, in order."""
 
 from __future__ import annotations
 
@@ -81,3 +82,28 @@ async def test_publishing_on_a_closed_broker_fails_at_once(redis_url: str) -> No
     await broker.close()
     with pytest.raises(BrokerUnavailable):
         await asyncio.wait_for(broker.publish("late", 1), 5)
+
+
+async def _connections_received(admin: aioredis.Redis) -> int:
+    return int((await admin.info("stats"))["total_connections_received"])
+
+
+async def test_a_burst_of_presence_writes_shares_a_connection_and_keeps_its_order(
+    broker: Broker, redis_url: str
+) -> None:
+    """An instance's clients leave together (a restart closed them): each leave writes
+    presence. One at a time, each took a pooled connection, and a burst after a Redis
+    restart made a new connection per write."""
+    admin = aioredis.from_url(redis_url)
+    try:
+        before = await _connections_received(admin)
+        await asyncio.gather(
+            *(broker.add_presence("crowd", f"c{n}", {"n": n}) for n in range(200)),
+            *(broker.remove_presence("crowd", f"c{n}") for n in range(0, 200, 2)),
+        )
+        # The admin's own connection, and the batch's (the pool had one already).
+        assert await _connections_received(admin) - before <= 2
+    finally:
+        await admin.aclose()
+    # Each leave was written after its join, as they were made.
+    assert sorted(await broker.presence("crowd")) == sorted(f"c{n}" for n in range(1, 200, 2))
