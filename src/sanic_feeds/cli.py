@@ -145,8 +145,9 @@ def _check_broker(url: str) -> None:
 
 
 #: The settings ``publish --broker`` reads, like ``serve``: a publisher trims the channel's
-#: history to its size and TTL on every publish, so they must be the servers'.
-_PUBLISH_SETTINGS = ("broker", "history_size", "history_ttl_s")
+#: history to its size and TTL on every publish (and keeps a new epoch's first
+#: ``--recovery-max`` apart), so they must be the servers'.
+_PUBLISH_SETTINGS = ("broker", "history_size", "history_ttl_s", "recovery_max")
 
 
 def _add_publish(sub: Any) -> None:
@@ -156,7 +157,8 @@ def _add_publish(sub: Any) -> None:
         description="Publish DATA (JSON if it parses, else the text) on CHANNEL, through the "
         "HTTP API of a running server (--url) or straight through the broker (--broker). "
         "Straight through the broker, the publish trims the channel's history to "
-        "--history-size messages and --history-ttl seconds: give it the servers' values. "
+        "--history-size messages and --history-ttl seconds (a new epoch's first "
+        "--recovery-max are kept apart for 30 s): give it the servers' values. "
         "Like serve, --broker and these read the environment variable shown and the "
         "--config TOML file; the command line wins.",
     )
@@ -173,6 +175,7 @@ def _add_publish(sub: Any) -> None:
     _add_config(parser)
     _add_setting(parser, "history_size")
     _add_setting(parser, "history_ttl_s")
+    _add_setting(parser, "recovery_max")
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -192,6 +195,7 @@ def _publish(args: argparse.Namespace) -> int:
                 ("--config", args.config),
                 (flag_of("history_size"), args.history_size),
                 (flag_of("history_ttl_s"), args.history_ttl_s),
+                (flag_of("recovery_max"), args.recovery_max),
             )
             if value is not None
         ]
@@ -249,6 +253,7 @@ async def _publish_broker(settings: Settings, channel: str, data: Any) -> Any:
             settings.broker,
             history_size=settings.history_size,
             history_ttl_s=settings.history_ttl_s,
+            recovery_max=settings.recovery_max,
         ) as publisher:
             position = await publisher.publish(channel, data)
     except (BrokerUnavailable, ValueError) as exc:

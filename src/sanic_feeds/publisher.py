@@ -78,11 +78,13 @@ class Publisher:
     instead. Leaving ``async with`` (or ``close()``) waits for the buffer to
     drain, within each publication's own ``retry_for_s``.
 
-    ``history_size`` and ``history_ttl_s`` must be the servers' own
-    ``--history-size`` and ``--history-ttl``: every publish, from a server or
-    a publisher, trims the channel's history to the size it was given and
-    resets the history's expiry to the TTL it was given. The defaults (100
-    and 300) are the servers' defaults; a publisher left on them, next to
+    ``history_size``, ``history_ttl_s`` and ``recovery_max`` must be the servers'
+    own ``--history-size``, ``--history-ttl`` and ``--recovery-max``: every
+    publish, from a server or a publisher, trims the channel's history to the
+    size it was given (and keeps a new epoch's first ``recovery_max``
+    publications apart for 30 s, for the clients of the epoch it replaced) and
+    resets the history's expiry to the TTL it was given. The defaults (100,
+    300 and 300) are the servers' defaults; a publisher left on them, next to
     servers that keep more, cuts the history down at its first publish, and
     clients can no longer recover what the servers promise. To use the
     servers' values from their ``FEEDS_*`` environment variables::
@@ -91,13 +93,14 @@ class Publisher:
 
         settings = load_settings()
         pub = Publisher(url, history_size=settings.history_size,
-                        history_ttl_s=settings.history_ttl_s)
+                        history_ttl_s=settings.history_ttl_s,
+                        recovery_max=settings.recovery_max)
 
     ``memory://`` works only inside the process that serves it, so it is
     refused here. ``broker`` may also be a
     :class:`~sanic_feeds.brokers.base.Broker` object (its own options then
-    apply, not ``history_size`` and ``history_ttl_s``); the publisher starts
-    and closes it.
+    apply, not ``history_size``, ``history_ttl_s`` and ``recovery_max``); the
+    publisher starts and closes it.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Publisher:
         *,
         history_size: int = 100,
         history_ttl_s: int = 300,
+        recovery_max: int = 300,
         retry_buffer: int = 0,
         retry_for_s: float = 30.0,
     ) -> None:
@@ -116,7 +120,11 @@ class Publisher:
             )
         if retry_buffer < 0:
             raise ValueError("retry_buffer must be 0 (no retries) or more")
-        options = BrokerOptions(history_size=history_size, history_ttl_s=history_ttl_s)
+        options = BrokerOptions(
+            history_size=history_size,
+            history_ttl_s=history_ttl_s,
+            epoch_start_kept=recovery_max,
+        )
         if not 0 < retry_for_s <= options.idempotency_ttl_s:
             # Past the key's lifetime, a retry after a lost reply could publish twice.
             raise ValueError(

@@ -492,6 +492,43 @@ async def test_history_is_bounded_by_history_size(start_broker: StartBroker) -> 
     assert offsets((await broker.history("bounded", 9, 2))[0]) == [10, 11]
 
 
+@pytest.mark.parametrize("begun_by", ["publish", "read"])
+async def test_a_new_epochs_start_is_kept_apart_from_history(
+    start_broker: StartBroker, begun_by: str
+) -> None:
+    """Redis lost the channel: the publishers' backlog lands at once, and the clients of
+    the lost epoch, back a moment later, are given the new one whole from its start;
+    history itself keeps ``history_size``."""
+    broker, _ = await start_broker(history_size=3, epoch_start_kept=6)
+    if begun_by == "read":  # an instance looked first: the epoch begins with that read
+        await broker.position("young")
+    for n in range(1, 9):
+        last = await broker.publish("young", n)
+    assert offsets((await broker.history("young", 0, 100))[0]) == [6, 7, 8]
+    assert offsets(await broker.epoch_start("young", last.epoch, 0, 100)) == [1, 2, 3, 4, 5, 6]
+    assert offsets(await broker.epoch_start("young", last.epoch, 2, 3)) == [3, 4, 5]
+    assert await broker.epoch_start("young", "another", 0, 100) == []
+
+
+async def test_a_new_epochs_start_is_kept_while_the_epoch_is_new(
+    start_broker: StartBroker,
+) -> None:
+    broker, _ = await start_broker(history_size=3, epoch_start_kept_s=0.5)
+    for n in range(1, 5):
+        last = await broker.publish("aging", n)
+    assert offsets(await broker.epoch_start("aging", last.epoch, 0, 100)) == [1, 2, 3, 4]
+    await asyncio.sleep(0.6)
+    assert await broker.epoch_start("aging", last.epoch, 0, 100) == []
+    await broker.publish("aging", 5)
+    assert await broker.epoch_start("aging", last.epoch, 0, 100) == []
+
+
+async def test_a_new_epochs_start_is_not_kept_without_history(start_broker: StartBroker) -> None:
+    broker, _ = await start_broker(history_size=0)
+    last = await broker.publish("bare", 1)
+    assert await broker.epoch_start("bare", last.epoch, 0, 100) == []
+
+
 async def test_history_size_zero_keeps_nothing_but_offsets(start_broker: StartBroker) -> None:
     broker, recorder = await start_broker(history_size=0)
     await broker.subscribe("none")

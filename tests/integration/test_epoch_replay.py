@@ -2,7 +2,8 @@
 
 Two instances on a private Redis without persistence follow one channel. Redis restarts
 (every key gone: a new epoch), more is published than history keeps, and a client of
-the old epoch, closed with 1013 by its instance, comes back on the other one: it is told
+the old epoch, closed with 1013 by its instance, comes back on the other one, or on a
+third that never followed the channel (history keeps a new epoch's start): it is told
 ``recovered: false`` (the old epoch's tail is gone) at offset 0 of the new epoch, then
 gets every message of the new epoch in order before the live ones. A client that shows
 an epoch the channel never had still starts from now.
@@ -42,11 +43,17 @@ async def _subscribe(ws_url: str, query: str) -> tuple[ClientConnection, Any]:
     return ws, await recv_event(ws)
 
 
+@pytest.mark.parametrize(
+    "back_on",
+    ["an instance that follows the channel", "an instance that never followed it"],
+)
 async def test_a_client_of_the_lost_epoch_gets_the_new_one_whole_on_another_instance(
-    feeds_server_factory: Any, private_redis: Any
+    feeds_server_factory: Any, private_redis: Any, back_on: str
 ) -> None:
     first = feeds_server_factory(broker=private_redis.url, args=HISTORY)
     second = feeds_server_factory(broker=private_redis.url, args=HISTORY)
+    # Only Redis can answer there: what the instances saw of the new epoch is not shared.
+    unaware = feeds_server_factory(broker=private_redis.url, args=HISTORY)
     leaving = await open_feed(first.ws_url, CHANNEL)
     staying = await open_feed(second.ws_url, CHANNEL)  # the second instance follows it too
     for n in range(1, 6):
@@ -62,8 +69,9 @@ async def test_a_client_of_the_lost_epoch_gets_the_new_one_whole_on_another_inst
     assert await close_code(leaving) == 1013
     assert await close_code(staying) == 1013
 
+    back = second if back_on == "an instance that follows the channel" else unaware
     returning, greeting = await _subscribe(
-        second.ws_url, f"since={old[-1]['offset']}&epoch={old_epoch}"
+        back.ws_url, f"since={old[-1]['offset']}&epoch={old_epoch}"
     )
     assert greeting["type"] == "subscribed", greeting
     new_epoch = greeting["epoch"]

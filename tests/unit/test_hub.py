@@ -12,7 +12,6 @@ from sanic_feeds.brokers.memory import MemoryBroker
 from sanic_feeds.codec import WireFormat
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.events import Join, Publication, StreamPosition
-from sanic_feeds.server import hub as hub_module
 from sanic_feeds.server.hub import Hub
 from sanic_feeds.server.outbox import Flusher, Outbox
 from tests.support.fakes import FakeProtocol, FakeTransport, payloads
@@ -460,27 +459,32 @@ async def test_concurrent_recoveries_of_a_channel_share_one_history_read() -> No
     await hub.close()
 
 
+async def _one_message_in(
+    hub: Hub, broker: MemoryBroker, channel: str
+) -> tuple[Client, StreamPosition]:
+    """A member of ``channel`` that received one message: it, and that message's position."""
+    member = Client(hub)
+    await hub.subscribe(channel, member.outbox, WireFormat.JSON)
+    await broker.publish(channel, "before")
+    await settle()
+    return member, StreamPosition(1, member.events()[0]["epoch"])
+
+
 async def test_a_recovery_is_not_promised_from_an_epoch_the_broker_no_longer_has() -> None:
     """The broker lost the channel's history (a Redis restart without persistence) and
     nothing told this instance yet: a client up to date with the old epoch used to be told
-    ``recovered: true``, then closed once the instance noticed. It is told to try again,
-    and its retry, once the instance caught up, says the truth."""
+    ``recovered: true``, then closed once the instance noticed. Its subscribe waits for the
+    instance to catch up and is told the truth: not recovered, the new epoch from its
+    start."""
     broker = MemoryBroker()
     hub = Hub(broker, Flusher(asyncio.get_running_loop()))
     await broker.start(hub)
-    member = Client(hub)
-    await hub.subscribe("lost", member.outbox, WireFormat.JSON)
-    await broker.publish("lost", "before")
-    await settle()
-    old = StreamPosition(1, member.events()[0]["epoch"])
+    member, old = await _one_message_in(hub, broker, "lost")
     broker._logs.clear()  # the broker forgets the channel: its next read starts a new epoch
     comer = Client(hub)
-    with pytest.raises(BrokerUnavailable):
-        await hub.subscribe("lost", comer.outbox, WireFormat.JSON, since=old)
-    await settle()
-    assert member.aborted  # the instance caught up: its clients of the old epoch resubscribe
     position, recovered = await hub.subscribe("lost", comer.outbox, WireFormat.JSON, since=old)
-    assert not recovered and position.epoch != old.epoch
+    assert member.aborted  # the instance caught up: its clients of the old epoch resubscribe
+    assert not recovered and position.epoch != old.epoch and position.offset == 0
     await broker.publish("lost", "after")
     await settle()
     assert [e["data"] for e in comer.events()] == ["after"]
@@ -608,17 +612,18 @@ async def test_a_client_of_another_epoch_still_starts_from_now(since_epoch: str,
     await hub.close()
 
 
-async def test_the_instance_that_saw_the_change_keeps_the_new_epoch_past_history() -> None:
-    """The clients it closed come back once history may have trimmed the new epoch's
-    start (publishers land their backlog the moment Redis is back): the instance kept
-    it, from what it delivered, even with nobody left subscribed here."""
+async def test_the_new_epoch_is_replayed_whole_past_the_history_size() -> None:
+    """The clients the instance closed come back once more of the new epoch landed than
+    history keeps (publishers land their backlog the moment Redis is back): the broker
+    keeps the new epoch's start apart (``Broker.epoch_start``), so any instance gives
+    it whole, this one too, with nobody left subscribed here meanwhile."""
     broker = MemoryBroker(BrokerOptions(history_size=3))
     hub = Hub(broker, Flusher(asyncio.get_running_loop()))
     await broker.start(hub)
-    member, old = await _replace_epoch(broker, hub, "c")  # the new epoch's 5 > 3 kept
+    member, old = await _replace_epoch(broker, hub, "c")  # the new epoch's 5 > 3
     await hub.unsubscribe("c", member.outbox)  # the closed client leaves
+    assert hub.channel_count == 0
     await broker.publish("c", "new 6")
-    await settle()
     returning = Client(hub)
     position, recovered = await hub.subscribe(
         "c", returning.outbox, WireFormat.JSON, since=StreamPosition(3, old)
@@ -629,9 +634,17 @@ async def test_the_instance_that_saw_the_change_keeps_the_new_epoch_past_history
     await hub.close()
 
 
-async def test_the_new_epoch_is_not_replayed_once_history_lost_its_start() -> None:
-    """An instance that did not see the change has only history: trimmed, it is from now."""
-    broker = MemoryBroker(BrokerOptions(history_size=3))
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        (BrokerOptions(history_size=3, epoch_start_kept=1), "offset 2 is in neither"),
+        (BrokerOptions(history_size=3, epoch_start_kept_s=0.0), "no longer new"),
+    ],
+)
+async def test_the_new_epoch_is_not_replayed_once_history_trimmed_its_start(
+    options: BrokerOptions, why: str
+) -> None:
+    broker = MemoryBroker(options)
     hub = Hub(broker, Flusher(asyncio.get_running_loop()))
     await broker.start(hub)
     old = (await broker.position("c")).epoch
@@ -644,28 +657,16 @@ async def test_the_new_epoch_is_not_replayed_once_history_lost_its_start() -> No
     position, recovered = await hub.subscribe(
         "c", returning.outbox, WireFormat.JSON, since=StreamPosition(3, old)
     )
-    assert (position, recovered) == (StreamPosition(5, new), False)
+    assert (position, recovered) == (StreamPosition(5, new), False), why
     await broker.publish("c", 6)
     await settle()
-    assert [e["offset"] for e in returning.events()] == [6]
+    assert [e["offset"] for e in returning.events()] == [6], why
     await hub.close()
-
-
-async def test_a_channel_is_held_open_while_the_new_epoch_is_kept_then_closed(
-    setup: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(hub_module, "NEW_EPOCH_KEPT_S", 0.2)
-    broker, hub = setup
-    member, _ = await _replace_epoch(broker, hub, "c")
-    await hub.unsubscribe("c", member.outbox)
-    assert hub.channel_count == 1 and broker.unsubscribes == []
-    await asyncio.sleep(0.3)
-    assert hub.channel_count == 0 and broker.unsubscribes == ["c"]
 
 
 async def test_a_publish_reply_of_another_epoch_heals_the_channel_at_once(setup: Any) -> None:
     """Pub/sub is still away (Redis just came back): the reply to a publish through this
-    instance is the first to tell of the new epoch, and its start is kept."""
+    instance is the first to tell of the new epoch."""
     broker, hub = setup
     member = Client(hub)
     await hub.subscribe("c", member.outbox, WireFormat.JSON)
@@ -686,6 +687,85 @@ async def test_a_publish_reply_of_another_epoch_heals_the_channel_at_once(setup:
     assert (greeted, recovered) == (StreamPosition(0, position.epoch), False)
     await settle()
     assert [e["data"] for e in returning.events()] == ["new 1"]
+
+
+async def test_a_gap_in_a_new_epoch_past_history_is_healed_from_its_start() -> None:
+    """The instance turned to the new epoch before its pub/sub was back (a publish reply
+    told it), and the publishers' backlog landed meanwhile, past what history keeps: the
+    gap is healed from the epoch's start, which the broker keeps apart, instead of
+    closing the clients that had just come back."""
+    broker = MemoryBroker(BrokerOptions(history_size=3))
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    member, old = await _one_message_in(hub, broker, "c")
+    await broker.unsubscribe("c")  # pub/sub is down
+    broker._logs.clear()  # and Redis lost the channel
+    hub.observe("c", await broker.publish("c", "new 1"))
+    await settle()
+    assert member.aborted
+    returning = Client(hub)
+    position, _ = await hub.subscribe("c", returning.outbox, WireFormat.JSON, since=old)
+    assert position.offset == 0
+    for n in range(2, 8):  # the backlog: history keeps 5 to 7
+        await broker.publish("c", f"new {n}")
+    await broker.subscribe("c")
+    hub.on_channels_resubscribed(["c"])
+    for _ in range(5):
+        await settle()
+    assert not returning.aborted
+    assert [e["data"] for e in returning.events()] == [f"new {n}" for n in range(1, 8)]
+    await hub.close()
+
+
+class HoldOneHistoryRead(MemoryBroker):
+    """The next history read, once made, answers only when ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release: asyncio.Event | None = None
+
+    async def history(self, channel: str, since: int | None, limit: int, **kw: Any) -> Any:
+        answer = await super().history(channel, since, limit, **kw)
+        release, self.release = self.release, None
+        if release is not None:
+            await release.wait()
+        return answer
+
+
+async def test_a_recovery_under_way_when_the_channel_turns_to_a_new_epoch_gets_it_whole() -> (
+    None
+):
+    """The clients of the lost epoch come back while the instance they come to is healing
+    into the new epoch: a recovery planned with the old epoch, whose history read returned
+    after the heal, started them from now (drill ``redis-restart``: 11 clients lost the new
+    epoch's first 19). It is planned again with the new epoch."""
+    broker = HoldOneHistoryRead()
+    hub = Hub(broker, Flusher(asyncio.get_running_loop()))
+    await broker.start(hub)
+    member = Client(hub)
+    await hub.subscribe("c", member.outbox, WireFormat.JSON)
+    for n in range(1, 4):
+        await broker.publish("c", f"old {n}")
+    await settle()
+    old = StreamPosition(3, member.events()[0]["epoch"])
+    broker._logs.clear()  # lost: the next read or publish begins a new epoch
+    release = broker.release = asyncio.Event()
+    comer = Client(hub)
+    subscribing = asyncio.create_task(
+        hub.subscribe("c", comer.outbox, WireFormat.JSON, since=old)
+    )
+    await settle()  # its history read is made (the new epoch begins) and held
+    await broker.publish("c", "new 1")  # the instance notices and heals into the new epoch
+    await settle()
+    assert member.aborted
+    release.set()
+    position, recovered = await subscribing
+    assert (position.offset, recovered) == (0, False)
+    assert position.epoch != old.epoch
+    await broker.publish("c", "new 2")
+    await settle()
+    assert [e["data"] for e in comer.events()] == ["new 1", "new 2"]
+    await hub.close()
 
 
 class GatedHistoryBroker(MemoryBroker):

@@ -19,6 +19,13 @@ __all__ = ["Broker", "BrokerHandler", "BrokerOptions", "InstanceStatus"]
 class BrokerOptions:
     #: Messages kept per channel for recovery and gap healing.
     history_size: int = 100
+    #: A new epoch's first publications, up to this many (the servers'
+    #: ``--recovery-max``), are kept apart from history while the epoch is younger than
+    #: ``epoch_start_kept_s`` (``Broker.epoch_start``): when Redis lost a channel, the
+    #: publishers' backlog lands the moment it is back, past what history keeps, and
+    #: the clients of the lost epoch, back within seconds, are given the new one whole.
+    epoch_start_kept: int = 300
+    epoch_start_kept_s: float = 30.0
     #: Seconds a channel's history outlives its last publish.
     history_ttl_s: int = 300
     #: Seconds a channel's offset and epoch outlive its last publish (or their
@@ -172,6 +179,17 @@ class Broker(Protocol):
         history holds of the channel's epoch (from offset 1 unless trimmed), read in the
         same atomic step that tells the epoch changed: a new epoch's start, read before
         history trims it."""
+
+    async def epoch_start(
+        self, channel: str, epoch: str, since: int, limit: int
+    ) -> list[Publication]:
+        """Up to ``limit`` of the first publications of ``epoch`` after offset ``since``
+        (oldest first), as kept apart from history while the epoch is new: its first
+        ``BrokerOptions.epoch_start_kept`` publications, during its first
+        ``epoch_start_kept_s``, whatever ``history_size`` (0 keeps none). Empty when
+        ``epoch`` is not the channel's epoch or no longer new. History itself is not
+        changed: a recovery within an epoch still needs history to hold what it replays.
+        """
 
     async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
         """Record that ``new_epoch`` replaced ``old_epoch`` on ``channel`` (the history of

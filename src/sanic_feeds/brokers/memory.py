@@ -26,8 +26,12 @@ __all__ = ["MemoryBroker"]
 class _ChannelLog:
     epoch: str
     capacity: int
+    #: When the epoch began, on the monotonic clock.
+    born_s: float
     offset: int = 0
     history: deque[Publication] = field(init=False)
+    #: The epoch's first publications, while it is new (``Broker.epoch_start``).
+    start: list[Publication] = field(default_factory=list)
     history_expires_s: float = 0.0
     meta_expires_s: float = 0.0
 
@@ -78,6 +82,8 @@ class MemoryBroker:
             return None
         if now_s >= log.history_expires_s:
             log.history.clear()
+        if log.start and not self._is_new(log, now_s):
+            log.start.clear()  # as the start stream expires in Redis
         return log
 
     def _open_log(self, channel: str, now_s: float) -> _ChannelLog:
@@ -89,6 +95,7 @@ class MemoryBroker:
             log = self._logs[channel] = _ChannelLog(
                 epoch=secrets.token_hex(4),
                 capacity=self._options.history_size,
+                born_s=now_s,
                 meta_expires_s=now_s + self._meta_ttl_s,
             )
         return log
@@ -123,8 +130,7 @@ class MemoryBroker:
             ts_ms=now_ms(),
             raw=raw,
         )
-        if self._options.history_size > 0:
-            log.history.append(pub)
+        self._keep(log, pub, now_s)
         log.history_expires_s = now_s + self._options.history_ttl_s
         log.meta_expires_s = now_s + self._meta_ttl_s
         self._deliver(pub)
@@ -132,6 +138,18 @@ class MemoryBroker:
         if idempotency_key is not None:
             self._remember(channel, idempotency_key, position, now_s)
         return position
+
+    def _keep(self, log: _ChannelLog, pub: Publication, now_s: float) -> None:
+        """Add ``pub`` to history, and to the epoch's start while it is new, as
+        lua/publish.lua does."""
+        if self._options.history_size <= 0:
+            return
+        log.history.append(pub)
+        if pub.offset <= self._options.epoch_start_kept and self._is_new(log, now_s):
+            log.start.append(pub)
+
+    def _is_new(self, log: _ChannelLog, now_s: float) -> bool:
+        return now_s - log.born_s < self._options.epoch_start_kept_s
 
     def _remember(self, channel: str, key: str, position: StreamPosition, now_s: float) -> None:
         keys = self._idempotency_keys
@@ -174,6 +192,15 @@ class MemoryBroker:
         else:
             kept = [pub for pub in log.history if pub.offset > since][:limit]
         return kept, StreamPosition(log.offset, log.epoch)
+
+    async def epoch_start(
+        self, channel: str, epoch: str, since: int, limit: int
+    ) -> list[Publication]:
+        now_s = time.monotonic()
+        log = self._log(channel, now_s)
+        if log is None or log.epoch != epoch or not self._is_new(log, now_s):
+            return []
+        return [pub for pub in log.start if pub.offset > since][: max(limit, 0)]
 
     async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:
         now_s = time.monotonic()

@@ -58,6 +58,14 @@ def _lua(name: str) -> str:
     return files(__package__).joinpath("lua", name).read_text()
 
 
+def _publications(channel: str, epoch: str, entries: list[Any]) -> list[Publication]:
+    """The publications of stream entries as a script returns them."""
+    return [
+        decode_envelope(channel, int(entry_id.split(b"-", 1)[0]), epoch, _field(fields, b"e"))
+        for entry_id, fields in entries
+    ]
+
+
 def _field(fields: list[bytes], name: bytes) -> bytes:
     """The value of ``name`` in a stream entry as a script returns it: ``[field, value, ...]``."""
     return dict(zip(fields[::2], fields[1::2], strict=True))[name]
@@ -136,13 +144,15 @@ class RedisStore:
             Publication(channel, 0, "", data, client=client, ts_ms=now_ms(), raw=raw)
         )
         options = self._options
-        script_keys = [keys.meta, keys.history]
+        script_keys = [keys.meta, keys.history, keys.start]
         script_args: list[str | bytes | int] = [
             keys.pubsub,
             envelope,
             options.history_size,
             options.history_ttl_s,
             self._meta_ttl_s,
+            options.epoch_start_kept,
+            int(options.epoch_start_kept_s * 1000),
         ]
         if idempotency_key is not None:
             script_keys.append(keys.idempotency(idempotency_key))
@@ -167,18 +177,29 @@ class RedisStore:
         return max(self._options.meta_ttl_s, self._options.history_ttl_s)
 
     async def _read(
-        self, channel: str, count: int, start_id: str | None, expected_epoch: str | None = None
+        self,
+        channel: str,
+        count: int,
+        start_id: str | None,
+        expected_epoch: str | None = None,
+        *,
+        start_stream: bool = False,
     ) -> tuple[int, str, list[Any]]:
-        """Run ``lua/position.lua``: (offset, epoch, up to ``count`` stream entries from
-        ``start_id`` on, or the newest first without it; the oldest when the epoch is not
-        ``expected_epoch``); creates the epoch of a channel that has none."""
+        """Run ``lua/position.lua``: (offset, epoch, up to ``count`` entries of the history
+        stream, or of the start stream with ``start_stream``, from ``start_id`` on, or the
+        newest first without it; the oldest when the epoch is not ``expected_epoch``);
+        creates the epoch of a channel that has none."""
         keys = channel_keys(channel)
         args: list[str | int] = [self._meta_ttl_s, count]
         if start_id is not None:
             args.append(start_id)
             if expected_epoch is not None:
                 args.append(expected_epoch)
-        offset, epoch, entries = await self._position_script([keys.meta, keys.history], args)
+                if start_stream:
+                    args.append("start")
+        offset, epoch, entries = await self._position_script(
+            [keys.meta, keys.history, keys.start], args
+        )
         return int(offset), epoch.decode(), entries
 
     async def position(self, channel: str) -> StreamPosition:
@@ -201,11 +222,15 @@ class RedisStore:
         offset, current, entries = await self._read(channel, max(limit, 0), start_id, epoch)
         if since is None:
             entries.reverse()
-        pubs = [
-            decode_envelope(channel, int(entry_id.split(b"-", 1)[0]), current, _field(fields, b"e"))
-            for entry_id, fields in entries
-        ]
-        return pubs, StreamPosition(offset, current)
+        return _publications(channel, current, entries), StreamPosition(offset, current)
+
+    async def epoch_start(
+        self, channel: str, epoch: str, since: int, limit: int
+    ) -> list[Publication]:
+        _, current, entries = await self._read(
+            channel, max(limit, 0), f"{since + 1}-0", epoch, start_stream=True
+        )
+        return _publications(channel, current, entries) if current == epoch else []
 
     # -- epochs that replaced others
 
@@ -352,6 +377,11 @@ class StoreBacked:
 
     async def successor(self, channel: str, epoch: str) -> str | None:
         return await self._store.successor(channel, epoch)
+
+    async def epoch_start(
+        self, channel: str, epoch: str, since: int, limit: int
+    ) -> list[Publication]:
+        return await self._store.epoch_start(channel, epoch, since, limit)
 
     async def add_presence(self, channel: str, client: str, info: Any) -> None:
         await self._store.add_presence(channel, client, info)

@@ -35,10 +35,14 @@ __all__ = ["Hub"]
 
 log = logging.getLogger("sanic_feeds.hub")
 
-#: How long, after a channel's epoch changed, an instance keeps the new epoch from its
-#: first offset (at most ``heal_max`` publications) and stays subscribed to the channel
-#: for that, even with no client left: the clients it closed come back within seconds.
-NEW_EPOCH_KEPT_S = 30.0
+#: How long a recovery waits for its channel to catch up with the broker's new epoch
+#: before the client is told to try again, and how many times it plans again.
+RESYNC_WAIT_S = 1.0
+RESYNC_ATTEMPTS = 3
+
+
+class _Resyncing(Exception):
+    """The broker's epoch is not the one the channel delivers: it is being healed."""
 
 
 @dataclass(slots=True, eq=False)
@@ -78,10 +82,8 @@ class _Channel:
     #: Epochs this instance saw replaced on the channel -> the epoch that replaced them
     #: (also recorded in the broker, for the other instances).
     successors: dict[str, str] = field(default_factory=dict)
-    #: After an epoch change, the new epoch from its first offset, as delivered, for the
-    #: clients of the old epoch that come back (history may have trimmed its start by
-    #: then); None when not kept (no recent change, or more than a replay may hold).
-    kept: list[Publication] | None = None
+    #: The heal under way (while ``parked`` is not None).
+    heal: asyncio.Task[None] | None = None
 
     @property
     def size(self) -> int:
@@ -200,28 +202,57 @@ class Hub:
         self, channel: str, state: _Channel, since: StreamPosition
     ) -> tuple[StreamPosition, list[Publication], bool] | None:
         """What to queue for a client that saw ``since``: where the replay starts, what it
-        holds, and whether it is a recovery; None when nothing can be replayed."""
-        successor = None
-        if since.epoch and since.epoch != state.position.epoch:
-            successor = state.successors.get(since.epoch)
-            if successor is None:
-                successor = await self._broker.successor(channel, since.epoch)
-        plan = replay_start(since, state.position.epoch, successor)
-        if plan is None:
-            return None
-        start, recovered = plan
-        missed = await self._missed_since(channel, state, start)
-        return None if missed is None else (start, missed, recovered)
+        holds, and whether it is a recovery; None when nothing can be replayed.
+
+        When the channel turns out to be behind the broker's new epoch, or turns to it
+        meanwhile, the replay is planned again once it caught up: the clients of the lost
+        epoch come back right then, and a plan made with the old epoch would start them
+        from now.
+        """
+        for _ in range(RESYNC_ATTEMPTS):
+            epoch = state.position.epoch
+            successor = None
+            if since.epoch and since.epoch != epoch:
+                successor = state.successors.get(since.epoch)
+                if successor is None:
+                    successor = await self._broker.successor(channel, since.epoch)
+                    if successor == state.position.epoch:  # for the others coming back
+                        state.successors[since.epoch] = successor
+            plan = replay_start(since, epoch, successor)
+            if plan is None:
+                return None
+            start, recovered = plan
+            try:
+                missed = await self._missed_since(channel, state, start, whole=not recovered)
+            except _Resyncing:
+                await self._resynced(channel, state)
+                continue
+            if missed is None and state.position.epoch != epoch:
+                continue
+            return None if missed is None else (start, missed, recovered)
+        raise BrokerUnavailable("broker unavailable: resyncing this channel, try again")
+
+    async def _resynced(self, channel: str, state: _Channel) -> None:
+        """Wait (``RESYNC_WAIT_S`` at most) for the heal that brings ``channel`` to the
+        broker's epoch; raises ``BrokerUnavailable`` when it takes longer."""
+        heal = state.heal
+        if heal is not None and self._channels.get(channel) is state:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(heal), RESYNC_WAIT_S)
+                return
+        raise BrokerUnavailable("broker unavailable: resyncing this channel, try again")
 
     async def _missed_since(
-        self, channel: str, state: _Channel, since: StreamPosition
+        self, channel: str, state: _Channel, since: StreamPosition, *, whole: bool = False
     ) -> list[Publication] | None:
         """What a client that saw ``since`` missed, up to what the channel delivered;
-        None when that cannot be told completely.
+        None when that cannot be told completely. ``whole``: ``since`` is the start of
+        an epoch that replaced the client's, whose start the broker keeps apart from
+        history while it is new (``Broker.epoch_start``).
 
-        Raises ``BrokerUnavailable`` when the broker's epoch is not the one this
-        instance delivers (its history was lost and the instance has not caught
-        up yet): a recovery answered from that would be a promise not kept.
+        Raises ``_Resyncing`` when the broker's epoch is not the one this instance
+        delivers (its history was lost and the instance has not caught up yet): a
+        recovery answered from that would be a promise not kept.
         """
         missed: list[Publication] = []
         last = since.offset
@@ -244,10 +275,15 @@ class Hub:
                     # reconnect): look now, so that the client's retry finds it done.
                     state.parked = []
                     self._heal_soon(channel, state, check_history=True)
-                raise BrokerUnavailable("broker unavailable: resyncing this channel, try again")
+                raise _Resyncing
             if last == delivered.offset:
                 continue
-            ready, _ = contiguous_after(last, history, state.kept or ())
+            ready, _ = contiguous_after(last, history)
+            if not ready and whole:
+                start = await self._broker.epoch_start(
+                    channel, since.epoch, last, delivered.offset - last
+                )
+                ready, _ = contiguous_after(last, history, start)
             if not ready or ready[-1].epoch != since.epoch:
                 return None  # history no longer holds them all
             # The channel may be behind what history holds (publications in
@@ -355,8 +391,6 @@ class Hub:
         position = state.position
         if event.epoch == position.epoch and event.offset == position.offset + 1:
             state.position = StreamPosition(event.offset, event.epoch)
-            if state.kept is not None:
-                self._keep(state, [event])
             self._fan_out(state, event)
             counter = self._counter
             if counter is not None:
@@ -408,12 +442,13 @@ class Hub:
     # -- healing
 
     def _heal_soon(self, channel: str, state: _Channel, *, check_history: bool) -> None:
-        self._spawn(self._heal(channel, state, check_history), f"feeds-heal:{channel}")
+        state.heal = self._spawn(self._heal(channel, state, check_history), f"feeds-heal:{channel}")
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _heal(self, channel: str, state: _Channel, check_history: bool) -> None:
         """Deliver what was parked, filling gaps from history, then let publications flow."""
@@ -456,21 +491,33 @@ class Hub:
                     return
                 live = [p for p in state.parked if p.epoch == current.epoch]
                 self._give_up(channel, state, "its history was lost (new epoch)")
-                # Follow the new epoch from its start (from history and what pub/sub
-                # brought meanwhile), keeping it for those clients: they come back
-                # with the old epoch, here or elsewhere, once history may have
-                # trimmed that start.
+                # Follow the new epoch from its start (from history, the start the
+                # broker keeps apart, and what pub/sub brought meanwhile), as the
+                # clients just closed will be given it.
                 position = state.position = StreamPosition(0, current.epoch)
                 state.parked = live
-                kept = state.kept = []
-                state.joining += 1  # released by _release_kept
-                self._spawn(self._release_kept(channel, state, kept), f"feeds-kept:{channel}")
                 # On with ``history``, the new epoch from its start.
             if not position.epoch:
                 position = state.position = StreamPosition(position.offset, current.epoch)
             live = [p for p in state.parked if p.epoch == current.epoch]
             ready, _ = contiguous_after(position.offset, history, live)
             missing = current.offset - position.offset
+            if (
+                0 < missing <= self._heal_max
+                and not ready
+                and current.epoch in state.successors.values()
+            ):
+                # An epoch this instance saw begin: its start is kept apart from history
+                # for a while, for the gap the backlog made before pub/sub was back.
+                start: list[Publication] = []
+                with contextlib.suppress(BrokerUnavailable):
+                    start = await self._broker.epoch_start(
+                        channel, current.epoch, position.offset, missing
+                    )
+                if self._channels.get(channel) is not state:
+                    return
+                live = [p for p in state.parked if p.epoch == current.epoch]
+                ready, _ = contiguous_after(position.offset, history, live, start)
             if missing > self._heal_max or (missing > 0 and not ready):
                 self._give_up(channel, state, f"{missing} publications are no longer in history")
                 # Whoever subscribes from now on starts from there.
@@ -498,8 +545,6 @@ class Hub:
             return
         last = publications[-1]
         state.position = StreamPosition(last.offset, last.epoch)
-        if state.kept is not None:
-            self._keep(state, publications)
         for wire_format, outboxes in state.members.items():
             if outboxes:
                 frames = _frames(publications, wire_format)
@@ -508,27 +553,6 @@ class Hub:
         counter = self._counter
         if counter is not None:
             counter.fanned_out(state.members, last, len(publications))
-
-    def _keep(self, state: _Channel, publications: list[Publication]) -> None:
-        """Add what was just delivered to the new epoch kept from its start; past
-        ``heal_max`` it could not be replayed whole: stop keeping it."""
-        kept = state.kept
-        assert kept is not None
-        if len(kept) + len(publications) > self._heal_max:
-            state.kept = None
-        else:
-            kept.extend(publications)
-
-    async def _release_kept(self, channel: str, state: _Channel, kept: list[Publication]) -> None:
-        """After ``NEW_EPOCH_KEPT_S``, forget the new epoch's start ``kept`` and let the
-        channel close if nobody here subscribes to it."""
-        try:
-            await asyncio.sleep(NEW_EPOCH_KEPT_S)
-        finally:
-            state.joining -= 1
-        if state.kept is kept:
-            state.kept = None
-        await self._close_if_unused(channel, state)
 
     def _give_up(self, channel: str, state: _Channel, why: str) -> None:
         metrics.GAPS_GIVEN_UP.inc()
@@ -543,7 +567,6 @@ class Hub:
             for outbox in list(outboxes):
                 outbox.abort()
         state.parked = None
-        state.kept = None
         state.recheck = False
 
     # -- fan-out

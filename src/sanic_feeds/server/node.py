@@ -119,6 +119,7 @@ class Node:
                 BrokerOptions(
                     history_size=settings.history_size,
                     history_ttl_s=settings.history_ttl_s,
+                    epoch_start_kept=settings.recovery_max,
                     instance_id=self.instance_id,
                 ),
             )

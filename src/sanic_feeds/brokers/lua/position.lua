@@ -5,8 +5,10 @@
 -- Scripts run one at a time, so a publish racing this read finds the epoch
 -- created here, or this read finds the one the publish created: one epoch.
 --
--- KEYS[1]  meta hash of the channel: offset, epoch
+-- KEYS[1]  meta hash of the channel: offset, epoch, born (as publish.lua)
 -- KEYS[2]  history stream of the channel (entry id = "<offset>-1")
+-- KEYS[3]  start stream of the channel (the epoch's first publications, while it
+--          is new: publish.lua)
 -- ARGV[1]  meta TTL, seconds (given to meta created here, as publish.lua does)
 -- ARGV[2]  how many history entries to read (0: none)
 -- ARGV[3]  optional: read the oldest entries from this stream id on
@@ -14,6 +16,7 @@
 -- ARGV[4]  optional, with ARGV[3]: the epoch that stream id belongs to; when the
 --          channel's epoch is another one, read the oldest entries of the channel's
 --          epoch instead (from its start: "0-0"), in this same atomic step
+-- ARGV[5]  optional, with ARGV[4]: "start" reads the start stream instead of history
 --
 -- Returns {offset, epoch, entries}, entries as XRANGE / XREVRANGE give them.
 -- Meta that exists is only read: reading does not extend a channel's life.
@@ -28,8 +31,9 @@ if not epoch then
   local now = redis.call('TIME')
   epoch = string.format('%x%x', tonumber(now[1]), tonumber(now[2]))
   offset = 0
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'born',
+    string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)))
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
 
@@ -41,7 +45,11 @@ if count > 0 then
     if ARGV[4] and ARGV[4] ~= epoch then
       start = '-'
     end
-    entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', count)
+    local stream = KEYS[2]
+    if ARGV[5] == 'start' then
+      stream = KEYS[3]
+    end
+    entries = redis.call('XRANGE', stream, start, '+', 'COUNT', count)
   else
     entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count)
   end

@@ -2,22 +2,31 @@
 -- so that every instance sees the same offset and pub/sub order equals
 -- offset order.
 --
--- KEYS[1]  meta hash of the channel: offset, epoch
+-- KEYS[1]  meta hash of the channel: offset, epoch, born (when the epoch
+--          began, milliseconds since 1970)
 -- KEYS[2]  history stream of the channel (entry id = "<offset>-1")
--- KEYS[3]  optional: the idempotency key's record ("<offset>:<epoch>")
+-- KEYS[3]  start stream of the channel: the epoch's first publications, while
+--          the epoch is new (same entries as the history stream)
+-- KEYS[4]  optional: the idempotency key's record ("<offset>:<epoch>")
 -- ARGV[1]  pub/sub channel
 -- ARGV[2]  envelope (JSON bytes, without offset and epoch)
--- ARGV[3]  history size (0: keep none)
+-- ARGV[3]  history size (0: keep none, and no start either)
 -- ARGV[4]  history TTL, seconds
 -- ARGV[5]  meta TTL, seconds
--- ARGV[6]  with KEYS[3]: how long the idempotency key is remembered, seconds
+-- ARGV[6]  how many first publications of an epoch the start stream keeps...
+-- ARGV[7]  ... and while the epoch is younger than this, milliseconds
+-- ARGV[8]  with KEYS[4]: how long the idempotency key is remembered, seconds
 --
 -- Returns {offset, epoch}. Publishes "m<offset>:<epoch>:<envelope>", unless
--- KEYS[3] records an earlier publish with the same idempotency key: then it
+-- KEYS[4] records an earlier publish with the same idempotency key: then it
 -- returns that publish's {offset, epoch} and publishes nothing.
 
-if KEYS[3] then
-  local seen = redis.call('GET', KEYS[3])
+local function now_ms(time)
+  return time[1] * 1000 + math.floor(time[2] / 1000)
+end
+
+if KEYS[4] then
+  local seen = redis.call('GET', KEYS[4])
   if seen then
     local colon = string.find(seen, ':', 1, true)
     return {tonumber(string.sub(seen, 1, colon - 1)), string.sub(seen, colon + 1)}
@@ -30,8 +39,8 @@ if not epoch then
   -- tells clients that what they hold cannot be continued.
   local now = redis.call('TIME')
   epoch = string.format('%x%x', tonumber(now[1]), tonumber(now[2]))
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'born', string.format('%d', now_ms(now)))
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -40,10 +49,23 @@ local size = tonumber(ARGV[3])
 if size > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-1', 'e', ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
+  -- When Redis lost a channel, the publishers' backlog lands the moment it is
+  -- back, past what history keeps, and the clients of the lost epoch come back
+  -- a moment later: they are given the new epoch whole, from this stream.
+  if offset <= tonumber(ARGV[6]) then
+    local born = tonumber(redis.call('HGET', KEYS[1], 'born'))
+    if born then
+      local left_ms = born + tonumber(ARGV[7]) - now_ms(redis.call('TIME'))
+      if left_ms > 0 then
+        redis.call('XADD', KEYS[3], offset .. '-1', 'e', ARGV[2])
+        redis.call('PEXPIRE', KEYS[3], string.format('%d', left_ms))
+      end
+    end
+  end
 end
 
-if KEYS[3] then
-  redis.call('SET', KEYS[3], offset .. ':' .. epoch, 'EX', ARGV[6])
+if KEYS[4] then
+  redis.call('SET', KEYS[4], offset .. ':' .. epoch, 'EX', ARGV[8])
 end
 
 redis.call('PUBLISH', ARGV[1], 'm' .. offset .. ':' .. epoch .. ':' .. ARGV[2])
