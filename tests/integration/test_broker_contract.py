@@ -497,29 +497,34 @@ async def test_a_new_epochs_start_is_kept_apart_from_history(
     start_broker: StartBroker, begun_by: str
 ) -> None:
     """Redis lost the channel: the publishers' backlog lands at once, and the clients of
-    the lost epoch, back a moment later, are given the new one whole from its start;
-    history itself keeps ``history_size``."""
+    the lost epoch, back a moment later, are given the new one whole, from its start
+    kept apart and history; history itself keeps ``history_size``."""
     broker, _ = await start_broker(history_size=3, epoch_start_kept=6)
     if begun_by == "read":  # an instance looked first: the epoch begins with that read
         await broker.position("young")
-    for n in range(1, 9):
+    for n in range(1, 7):
         last = await broker.publish("young", n)
-    assert offsets((await broker.history("young", 0, 100))[0]) == [6, 7, 8]
-    assert offsets(await broker.epoch_start("young", last.epoch, 0, 100)) == [1, 2, 3, 4, 5, 6]
-    assert offsets(await broker.epoch_start("young", last.epoch, 2, 3)) == [3, 4, 5]
+    assert offsets((await broker.history("young", 0, 100))[0]) == [4, 5, 6]
+    assert offsets((await broker.history("young", None, 100))[0]) == [4, 5, 6]
+    # History no longer holds 1 to 3: they are kept apart.
+    assert offsets(await broker.epoch_start("young", last.epoch, 0, 100)) == [1, 2, 3]
+    assert offsets(await broker.epoch_start("young", last.epoch, 1, 1)) == [2]
     assert await broker.epoch_start("young", "another", 0, 100) == []
+    await broker.publish("young", 7)  # past epoch_start_kept: history only
+    assert offsets((await broker.history("young", 0, 100))[0]) == [5, 6, 7]
+    assert await broker.epoch_start("young", last.epoch, 0, 100) == []
 
 
 async def test_a_new_epochs_start_is_kept_while_the_epoch_is_new(
     start_broker: StartBroker,
 ) -> None:
     broker, _ = await start_broker(history_size=3, epoch_start_kept_s=0.5)
-    for n in range(1, 5):
+    for n in range(1, 6):
         last = await broker.publish("aging", n)
-    assert offsets(await broker.epoch_start("aging", last.epoch, 0, 100)) == [1, 2, 3, 4]
+    assert offsets(await broker.epoch_start("aging", last.epoch, 0, 100)) == [1, 2]
     await asyncio.sleep(0.6)
     assert await broker.epoch_start("aging", last.epoch, 0, 100) == []
-    await broker.publish("aging", 5)
+    await broker.publish("aging", 6)
     assert await broker.epoch_start("aging", last.epoch, 0, 100) == []
 
 

@@ -19,8 +19,8 @@ __all__ = ["Broker", "BrokerHandler", "BrokerOptions", "InstanceStatus"]
 class BrokerOptions:
     #: Messages kept per channel for recovery and gap healing.
     history_size: int = 100
-    #: A new epoch's first publications, up to this many (the servers'
-    #: ``--recovery-max``), are kept apart from history while the epoch is younger than
+    #: A new epoch is kept whole, past ``history_size``, while it holds at most this
+    #: many publications (the servers' ``--recovery-max``) and is younger than
     #: ``epoch_start_kept_s`` (``Broker.epoch_start``): when Redis lost a channel, the
     #: publishers' backlog lands the moment it is back, past what history keeps, and
     #: the clients of the lost epoch, back within seconds, are given the new one whole.
@@ -183,12 +183,13 @@ class Broker(Protocol):
     async def epoch_start(
         self, channel: str, epoch: str, since: int, limit: int
     ) -> list[Publication]:
-        """Up to ``limit`` of the first publications of ``epoch`` after offset ``since``
-        (oldest first), as kept apart from history while the epoch is new: its first
-        ``BrokerOptions.epoch_start_kept`` publications, during its first
-        ``epoch_start_kept_s``, whatever ``history_size`` (0 keeps none). Empty when
-        ``epoch`` is not the channel's epoch or no longer new. History itself is not
-        changed: a recovery within an epoch still needs history to hold what it replays.
+        """Up to ``limit`` publications of ``epoch`` after offset ``since`` (oldest first)
+        that history no longer holds, from the epoch's start, which the broker keeps
+        while the epoch is new: during its first ``BrokerOptions.epoch_start_kept_s`` and
+        until it passes offset ``epoch_start_kept`` (none with ``history_size`` 0).
+        Meanwhile these and history hold the epoch whole. Empty when ``epoch`` is not
+        the channel's epoch, or no longer new. History itself keeps ``history_size``: a
+        recovery within an epoch still needs history to hold what it replays.
         """
 
     async def supersede(self, channel: str, old_epoch: str, new_epoch: str) -> None:

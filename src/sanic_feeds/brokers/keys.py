@@ -29,15 +29,13 @@ class ChannelKeys:
     """Redis names of one channel. The ``{channel}`` hash tag keeps all of a
     channel's keys in one Redis Cluster slot, so the publish script works there."""
 
-    __slots__ = ("epochs", "history", "meta", "presence", "pubsub", "start")
+    __slots__ = ("epochs", "history", "meta", "presence", "pubsub")
 
     def __init__(self, channel: str) -> None:
         tag = f"{PREFIX}:{{{channel}}}"
         self.pubsub = tag
         self.meta = f"{tag}:meta"
         self.history = f"{tag}:history"
-        #: A stream: the epoch's first publications, while it is new (lua/publish.lua).
-        self.start = f"{tag}:start"
         self.presence = f"{tag}:presence"
         #: A hash: an epoch whose history was lost -> the epoch that replaced it.
         self.epochs = f"{tag}:epochs"

@@ -30,7 +30,8 @@ class _ChannelLog:
     born_s: float
     offset: int = 0
     history: deque[Publication] = field(init=False)
-    #: The epoch's first publications, while it is new (``Broker.epoch_start``).
+    #: The epoch's first publications that history trimmed, while it is new and not
+    #: past ``epoch_start_kept`` (``Broker.epoch_start``).
     start: list[Publication] = field(default_factory=list)
     history_expires_s: float = 0.0
     meta_expires_s: float = 0.0
@@ -83,7 +84,7 @@ class MemoryBroker:
         if now_s >= log.history_expires_s:
             log.history.clear()
         if log.start and not self._is_new(log, now_s):
-            log.start.clear()  # as the start stream expires in Redis
+            log.start.clear()  # as the first publish after that trims it in Redis
         return log
 
     def _open_log(self, channel: str, now_s: float) -> _ChannelLog:
@@ -140,13 +141,16 @@ class MemoryBroker:
         return position
 
     def _keep(self, log: _ChannelLog, pub: Publication, now_s: float) -> None:
-        """Add ``pub`` to history, and to the epoch's start while it is new, as
-        lua/publish.lua does."""
+        """Add ``pub`` to history; what that trims is kept as the epoch's start while the
+        epoch is new and not past ``epoch_start_kept``, as lua/publish.lua keeps it."""
         if self._options.history_size <= 0:
             return
-        log.history.append(pub)
-        if pub.offset <= self._options.epoch_start_kept and self._is_new(log, now_s):
-            log.start.append(pub)
+        history = log.history
+        if pub.offset > self._options.epoch_start_kept or not self._is_new(log, now_s):
+            log.start.clear()
+        elif len(history) == history.maxlen:
+            log.start.append(history[0])  # trimmed by the append
+        history.append(pub)
 
     def _is_new(self, log: _ChannelLog, now_s: float) -> bool:
         return now_s - log.born_s < self._options.epoch_start_kept_s

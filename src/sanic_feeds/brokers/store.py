@@ -144,7 +144,7 @@ class RedisStore:
             Publication(channel, 0, "", data, client=client, ts_ms=now_ms(), raw=raw)
         )
         options = self._options
-        script_keys = [keys.meta, keys.history, keys.start]
+        script_keys = [keys.meta, keys.history]
         script_args: list[str | bytes | int] = [
             keys.pubsub,
             envelope,
@@ -183,23 +183,22 @@ class RedisStore:
         start_id: str | None,
         expected_epoch: str | None = None,
         *,
-        start_stream: bool = False,
+        epoch_start: bool = False,
     ) -> tuple[int, str, list[Any]]:
-        """Run ``lua/position.lua``: (offset, epoch, up to ``count`` entries of the history
-        stream, or of the start stream with ``start_stream``, from ``start_id`` on, or the
-        newest first without it; the oldest when the epoch is not ``expected_epoch``);
-        creates the epoch of a channel that has none."""
+        """Run ``lua/position.lua``: (offset, epoch, up to ``count`` entries of history
+        from ``start_id`` on, or the newest first without it; the oldest when the epoch is
+        not ``expected_epoch``; with ``epoch_start``, of the epoch's start that history
+        no longer holds); creates the epoch of a channel that has none."""
         keys = channel_keys(channel)
-        args: list[str | int] = [self._meta_ttl_s, count]
+        options = self._options
+        args: list[str | int] = [self._meta_ttl_s, options.history_size, count]
         if start_id is not None:
             args.append(start_id)
             if expected_epoch is not None:
                 args.append(expected_epoch)
-                if start_stream:
-                    args.append("start")
-        offset, epoch, entries = await self._position_script(
-            [keys.meta, keys.history, keys.start], args
-        )
+                if epoch_start:
+                    args.append(int(options.epoch_start_kept_s * 1000))
+        offset, epoch, entries = await self._position_script([keys.meta, keys.history], args)
         return int(offset), epoch.decode(), entries
 
     async def position(self, channel: str) -> StreamPosition:
@@ -228,7 +227,7 @@ class RedisStore:
         self, channel: str, epoch: str, since: int, limit: int
     ) -> list[Publication]:
         _, current, entries = await self._read(
-            channel, max(limit, 0), f"{since + 1}-0", epoch, start_stream=True
+            channel, max(limit, 0), f"{since + 1}-0", epoch, epoch_start=True
         )
         return _publications(channel, current, entries) if current == epoch else []
 
