@@ -70,6 +70,7 @@ class FakeIOProtocol:
     def __init__(self) -> None:
         self.transport: FakeTransport | None = FakeTransport()
         self.websocket: Any = None
+        self.recv_buffer = bytearray()
 
     async def send(self, data: bytes) -> None:
         assert self.transport is not None
@@ -114,6 +115,26 @@ def open_socket(
     assert io_proto.transport.written[0].startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     del io_proto.transport.written[:]
     return ws, io_proto, Peer(io_proto)
+
+
+async def test_frames_sent_behind_the_request_are_read_and_reading_resumes() -> None:
+    """A client that does not wait for the 101 (RFC 6455 says it must): Sanic holds what
+    came behind the request in its buffer, and paused reading once that passed its
+    REQUEST_BUFFER_SIZE. Those were lost, and the connection was never read again (a ping
+    flood then went unbounded by the pong limit until the keepalive closed it)."""
+    io_proto = FakeIOProtocol()
+    peer = Peer(io_proto)
+    io_proto.recv_buffer += peer.send(lambda p: p.send_ping(b"early"))
+    transport = io_proto.transport
+    assert transport is not None
+    transport.pause_reading()
+    ws = accept(io_proto, "/ws", HANDSHAKE, max_message_bytes=1024, keepalive=None)
+    assert isinstance(ws, ServerWebSocket)
+    assert transport.written[0].startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    del transport.written[0]
+    [pong] = peer.received()
+    assert pong.opcode is Opcode.PONG and pong.data == b"early"
+    assert transport.reading and not io_proto.recv_buffer
 
 
 async def test_a_request_that_is_no_upgrade_is_refused_and_nothing_is_written() -> None:

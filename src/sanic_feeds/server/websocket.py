@@ -109,6 +109,8 @@ class IOProtocol(WritableProtocol, Protocol):
     forwards the connection's events to its ``websocket``."""
 
     websocket: Any
+    #: What Sanic read of the connection and did not parse as the request.
+    recv_buffer: bytearray
 
 
 def accept(
@@ -148,6 +150,16 @@ def accept(
         max_queue=max_queue,
     )
     io_proto.websocket = ws
+    # Bytes the client sent right behind its request, before this 101 (RFC 6455 says it
+    # must not), wait in Sanic's request buffer, which paused reading once they passed
+    # REQUEST_BUFFER_SIZE: they are the connection's first frames.
+    early = io_proto.recv_buffer
+    if early:
+        data = bytes(early)
+        early.clear()
+        ws.data_received(data)
+    if not ws.reading_paused:
+        transport.resume_reading()
     return ws
 
 
