@@ -917,6 +917,17 @@ async def test_redis_a_status_this_version_cannot_read_is_skipped(
     assert await reader.instances() == [_status("good")]
 
 
+async def _position_once_back(broker: Broker, channel: str) -> StreamPosition:
+    """``channel``'s position, read as soon as the restarted Redis answers (15 s at most)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return await broker.position(channel)
+        except BrokerUnavailable:
+            assert time.monotonic() < deadline, "Redis never came back"
+            await asyncio.sleep(0.1)
+
+
 async def test_redis_an_epoch_created_by_a_read_changes_when_redis_loses_its_data(
     private_redis: RedisServer,
 ) -> None:
@@ -926,14 +937,7 @@ async def test_redis_an_epoch_created_by_a_read_changes_when_redis_loses_its_dat
         before = await broker.position("c")
         assert before.epoch
         private_redis.restart()  # no persistence: every key is gone
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                after = await broker.position("c")
-                break
-            except BrokerUnavailable:
-                assert time.monotonic() < deadline, "Redis never came back"
-                await asyncio.sleep(0.1)
+        after = await _position_once_back(broker, "c")
         assert after.offset == 0
         assert after.epoch and after.epoch != before.epoch
         assert await broker.publish("c", 1) == StreamPosition(1, after.epoch)
@@ -952,14 +956,7 @@ async def test_redis_a_successor_recorded_after_a_restart_is_kept_by_publishes(
     try:
         before = await broker.publish("c", 1)
         private_redis.restart()  # no persistence: every key is gone
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                after = await broker.position("c")
-                break
-            except BrokerUnavailable:
-                assert time.monotonic() < deadline, "Redis never came back"
-                await asyncio.sleep(0.1)
+        after = await _position_once_back(broker, "c")
         assert await broker.successor("c", before.epoch) is None  # lost with the rest
         await broker.supersede("c", before.epoch, after.epoch)
         await broker.publish("c", 1)
