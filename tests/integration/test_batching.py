@@ -11,8 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from sanic_feeds.brokers import Broker, BrokerOptions, create_broker
+from sanic_feeds.brokers.store import publish_script
 from sanic_feeds.errors import BrokerUnavailable
 from tests.support.brokers import IgnoreDeliveries
+from tests.support.tcp_proxy import RedisProxy
 
 
 @pytest.fixture
@@ -60,6 +62,46 @@ async def test_a_flushed_script_is_loaded_again_and_nothing_runs_twice(
     assert [p.offset for p in positions] == list(range(2, 22))
     history, _ = await broker.history("kept", since=0, limit=100)
     assert [pub.data for pub in history] == ["before", *range(20)]
+
+
+async def test_a_publish_overtaken_while_the_script_was_reloaded_fails_not_reorders(
+    redis_url: str,
+) -> None:
+    """Redis forgot the script (a restart), and another client loaded it again between
+    two commands of one pipeline: the pipeline's first publish found no script, the ones
+    after it ran. Run again, the first would land after a later publish on its channel."""
+    proxy = RedisProxy("127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    await proxy.start()
+    admin = aioredis.from_url(redis_url)
+    broker = create_broker(proxy.url, BrokerOptions(history_size=100))
+    try:
+        await broker.start(IgnoreDeliveries())
+
+        async def load_the_script_elsewhere() -> None:
+            await admin.script_load(publish_script(sharded=False))
+
+        async def reloaded_under(*publishes: tuple[str, str]) -> list[object]:
+            await admin.script_flush()
+            proxy.interleave(b"EVALSHA", load_the_script_elsewhere)
+            calls = (broker.publish(channel, data) for channel, data in publishes)
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        # Nothing later on its channel ran: loaded again and run, in order.
+        alone, after = await reloaded_under(("alone", "a1"), ("ordered", "o1"))
+        assert (getattr(alone, "offset", alone), getattr(after, "offset", after)) == (1, 1)
+        # "o2" found no script, "o3" on its channel ran: "o2" fails rather than follow it.
+        overtaken, elsewhere, later = await reloaded_under(
+            ("ordered", "o2"), ("alone", "a2"), ("ordered", "o3")
+        )
+        assert isinstance(overtaken, BrokerUnavailable)
+        assert getattr(elsewhere, "offset", elsewhere) == 2
+        assert getattr(later, "offset", later) == 2
+        history, _ = await broker.history("ordered", since=0, limit=10)
+        assert [pub.data for pub in history] == ["o1", "o3"]
+    finally:
+        await broker.close()
+        await admin.aclose()
+        await proxy.close()
 
 
 async def test_a_publish_cancelled_while_queued_does_not_disturb_the_others(

@@ -112,14 +112,27 @@ class CommandBatcher(_PipelineBatcher):
 
 
 class ScriptBatcher(_PipelineBatcher):
-    """Calls of one Lua script, by its SHA, loading it again when Redis forgot it."""
+    """Calls of one Lua script, by its SHA, loading it again when Redis forgot it.
+
+    ``writes``: the script writes, so calls on the same keys must take effect in the
+    order they were made. A call Redis did not know the script for is then run again
+    only if no later call on its keys ran in the same pipeline (another client can load
+    the script between two of its commands); otherwise it fails with
+    ``BrokerUnavailable``, because running it now would put it after that call.
+    """
 
     def __init__(
-        self, redis: Redis | RedisCluster, source: str, *, name: str = "feeds-script-batch"
+        self,
+        redis: Redis | RedisCluster,
+        source: str,
+        *,
+        name: str = "feeds-script-batch",
+        writes: bool = True,
     ) -> None:
         super().__init__(redis, name=name)
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
+        self._writes = writes
 
     async def load(self) -> None:
         """Load the script now, so that the first calls do not fail over to loading it."""
@@ -133,11 +146,13 @@ class ScriptBatcher(_PipelineBatcher):
 
     async def _run(self, batch: list[_Call]) -> None:
         replies = await self._pipeline(batch)
-        unknown = [call for call, reply in zip(batch, replies, strict=True) if _no_script(reply)]
         # What ran is answered now, whatever happens to the rest.
         _answer([(c, r) for c, r in zip(batch, replies, strict=True) if not _no_script(r)])
+        if not any(map(_no_script, replies)):
+            return
+        # Redis restarted or flushed its scripts: nothing of those calls ran.
+        unknown = _to_run_again(_not_run(batch, replies), in_order=self._writes)
         if unknown:
-            # Redis restarted or flushed its scripts: nothing of those calls ran.
             await self._redis.script_load(self._source)
             _answer(list(zip(unknown, await self._pipeline(unknown), strict=True)))
 
@@ -154,6 +169,40 @@ def _answer(calls_and_replies: list[tuple[_Call, Any]]) -> None:
 
 def _no_script(reply: Any) -> bool:
     return isinstance(reply, NoScriptError)
+
+
+def _not_run(batch: list[_Call], replies: list[Any]) -> list[tuple[_Call, bool]]:
+    """The calls Redis did not know the script for, in order, each with whether a later
+    call on any of its keys ran."""
+    ran_later: set[Any] = set()
+    not_run: list[tuple[_Call, bool]] = []
+    for call, reply in zip(reversed(batch), reversed(replies), strict=True):
+        keys = _keys(call)
+        if _no_script(reply):
+            not_run.append((call, not ran_later.isdisjoint(keys)))
+        else:
+            ran_later.update(keys)
+    not_run.reverse()
+    return not_run
+
+
+def _to_run_again(not_run: list[tuple[_Call, bool]], *, in_order: bool) -> list[_Call]:
+    """The calls to run again; ``in_order``, those a later call on their keys overtook
+    fail instead."""
+    again = []
+    for call, overtaken in not_run:
+        if not (in_order and overtaken):
+            again.append(call)
+        elif not call[1].done():
+            call[1].set_exception(
+                BrokerUnavailable("broker unavailable: its scripts were reloaded mid-call")
+            )
+    return again
+
+
+def _keys(call: _Call) -> tuple[Any, ...]:
+    command = call[0]  # EVALSHA sha numkeys key... arg...
+    return tuple(command[3 : 3 + int(command[2])])
 
 
 def _as_unavailable(exc: BaseException) -> BaseException:

@@ -96,7 +96,7 @@ class RedisStore:
             redis, publish_script(sharded=sharded), name="feeds-publish-batch"
         )
         self._position_script = ScriptBatcher(
-            redis, _lua("position.lua"), name="feeds-position-batch"
+            redis, _lua("position.lua"), name="feeds-position-batch", writes=False
         )
         # Clients join and leave in bursts (an instance's clients moving after a restart),
         # each writing presence and asking for the epoch that replaced theirs: one
