@@ -105,6 +105,11 @@ class RateLimited(FeedsError):
     http_status = 429
 
 
+class RateLimitedTooOften(RateLimited):
+    """Over the rate limit once too often in a row: the reply is closing the connection
+    with 1008 (``Connection.send_failure``), in its turn after the replies before it."""
+
+
 class LimitExceeded(FeedsError):
     code = ErrorCode.LIMIT_EXCEEDED
     http_status = 503

@@ -288,6 +288,28 @@ async def test_publishing_too_fast_on_ws_is_rate_limited_with_the_id_then_closed
     assert await assert_undisturbed(server, "room", bystander) == [0, 1]
 
 
+async def test_the_1008_for_going_on_over_the_rate_comes_after_every_earlier_reply(
+    feeds_server_factory: Any, redis_url: str
+) -> None:
+    """The close answers the publish that earned it, in its turn: the ack of a publish
+    still at the broker and the errors of the refusals before it are sent first. (It
+    closed at once, dropping what the publishes in flight had not answered yet.)"""
+    server = feeds_server_factory(
+        redis_url, args=["--rate-limit", "0.1", "--rate-burst", "2", "--publish-window", "64"]
+    )
+    violator = await open_ws(server.ws_url, "room")
+    # Sent back to back: publish 0 is at the broker while the refusals are counted.
+    for n in range(60):
+        await violator.send(
+            orjson.dumps({"op": "publish", "channel": "room", "data": n, "id": n}).decode()
+        )
+    events, code = await events_until_closed(violator)
+    replies = [(e["type"], e.get("code"), e["id"]) for e in events if "id" in e]
+    # The subscription took one token, publish 0 the other; 51 refusals in a row close.
+    refusals = [("error", "rate_limited", n) for n in range(1, 51)]
+    assert (replies, code) == ([("ack", None, 0), *refusals], 1008)
+
+
 # -- subscriptions per /ws connection
 
 

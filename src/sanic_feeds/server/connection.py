@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ..auth import Identity
 from ..codec import WireFormat, encode_error
-from ..errors import CloseCode, ErrorCode, FeedsError
+from ..errors import CloseCode, ErrorCode, FeedsError, RateLimitedTooOften
 from ..events import StreamPosition
 from ..permissions import Access
 from ..ratelimit import RateLimiter
@@ -136,7 +136,11 @@ class Connection:
             self.send(encode_error(code, message, command_id))
 
     def send_failure(self, error: FeedsError, command_id: Any = None) -> None:
-        """:meth:`send_error` for ``error``, with what a client may be told of it."""
+        """:meth:`send_error` for ``error``, with what a client may be told of it; for
+        ``RateLimitedTooOften``, the close with 1008 instead."""
+        if isinstance(error, RateLimitedTooOften):
+            self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+            return
         self.send_error(error.code, error.public_message, command_id)
 
     def close(self, code: CloseCode, reason: str = "") -> None:

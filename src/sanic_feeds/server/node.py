@@ -35,6 +35,7 @@ from ..errors import (
     Forbidden,
     LimitExceeded,
     RateLimited,
+    RateLimitedTooOften,
     Unauthorized,
 )
 from ..events import Join, Leave, Publication, StreamPosition
@@ -398,8 +399,7 @@ class Node:
         limit = self.settings.max_subscriptions
         if len(conn.channels) >= limit:
             raise LimitExceeded(f"at most {limit} subscriptions per connection")
-        if not self._within_rate(conn, "subscribing too fast, try again later"):
-            raise RateLimited("subscribing too fast, connection closed")
+        self._count_rate(conn, "subscribing too fast, try again later")
         if self.hooks.subscribing and not checked:
             await self.hooks.subscribe(_view(conn), channel)
             if conn.closed or channel in conn.channels:  # changed while the hook ran
@@ -456,15 +456,15 @@ class Node:
         raw: str | None = None,
         idempotency_key: str | None = None,
         on_handed: Callable[[], None] | None = None,
-    ) -> StreamPosition | None:
+    ) -> StreamPosition:
         """Publish what a client sent, where its identity allows, within its rate limit
         (``--rate-limit``). ``on_handed`` is called once the broker has the message, in
         the order of the calls (``PublishWindow``), before its reply.
 
         Raises ``Unauthorized``/``Forbidden`` for a channel it may not publish on,
         ``BadRequest`` for data nested too deep or a malformed idempotency key,
-        ``RateLimited`` for a publish over the limit; a client that goes on regardless
-        is closed with 1008 and None is returned. Raises ``BrokerUnavailable``. The app's
+        ``RateLimited`` for a publish over the limit (``RateLimitedTooOften`` when the
+        client goes on regardless: closed with 1008). Raises ``BrokerUnavailable``. The app's
         publish hook for ``channel`` runs after those checks, here on the publishing
         instance only: it may change the data, or refuse (what it raises is raised,
         ``HookFailed`` for an unexpected error or a timeout).
@@ -473,8 +473,7 @@ class Node:
             raise _refusal(conn.access, f"not allowed to publish on {channel!r}")
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
-        if not self._within_rate(conn, "publishing too fast, message dropped"):
-            return None
+        self._count_rate(conn, "publishing too fast, message dropped")
         if self.hooks.publishing:
             checked = await self.hooks.publish(_view(conn), channel, data)
             if checked is not data:
@@ -497,17 +496,16 @@ class Node:
         self.hub.observe(channel, position)
         return position
 
-    def _within_rate(self, conn: Connection, refusal: str) -> bool:
+    def _count_rate(self, conn: Connection, refusal: str) -> None:
         """Count one publish or subscribe against ``conn``'s rate limit. Raises
-        ``RateLimited`` (``refusal``) over the limit; returns False once the connection
-        went on regardless and was closed with 1008."""
+        ``RateLimited`` (``refusal``) over the limit, and ``RateLimitedTooOften`` once
+        the connection went on regardless: its reply is the 1008, which must not
+        overtake the replies of the publishes still in flight."""
         verdict = conn.limiter.check(time.monotonic())
         if verdict is Verdict.DISCONNECT:
-            conn.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-            return False
+            raise RateLimitedTooOften(refusal)
         if verdict is Verdict.REJECT:
             raise RateLimited(refusal)
-        return True
 
     # -- what the backend does (HTTP API, Feeds.publish): no connection, no limits
 
