@@ -42,7 +42,9 @@ __all__ = ["MAX_TOKEN_BYTES", "MIN_SECRET_BYTES", "Identity", "TokenConfig", "ve
 #: command only by the frame size.
 MAX_TOKEN_BYTES = 8192
 
-#: RFC 7518, 3.2: an HS256 key must be at least as long as the hash (256 bits).
+#: RFC 7518, 3.2: an HS256 key must be at least as long as the hash (256 bits). A
+#: shorter secret is taken (tokens minted elsewhere may use one) and warned about: it
+#: can be guessed offline from any token.
 MIN_SECRET_BYTES = 32
 
 
@@ -112,8 +114,8 @@ class TokenConfig:
         if secret is None and public_key_pem is None:
             raise ValueError("a token secret or a public key is needed")
         key_bytes = secret.encode() if isinstance(secret, str) else secret
-        if key_bytes is not None and len(key_bytes) < MIN_SECRET_BYTES:
-            raise ValueError(f"a token secret must be at least {MIN_SECRET_BYTES} bytes")
+        if key_bytes is not None and not key_bytes:
+            raise ValueError("a token secret cannot be empty")
         public_key = None
         if public_key_pem is not None:
             try:
@@ -134,6 +136,11 @@ class TokenConfig:
             issuer=issuer or None,
             leeway_s=leeway_s,
         )
+
+    @property
+    def weak_secret(self) -> bool:
+        """The HS256 secret is shorter than RFC 7518 asks (``MIN_SECRET_BYTES``)."""
+        return self.secret is not None and len(self.secret) < MIN_SECRET_BYTES
 
     @property
     def public_algorithm(self) -> str | None:

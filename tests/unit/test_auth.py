@@ -216,9 +216,19 @@ def test_not_before_in_the_future_is_refused_and_iat_is_not_checked() -> None:
     assert verify_token(ahead, HS).user == "ada"
 
 
+def test_a_short_secret_is_taken_and_flagged_as_weak() -> None:
+    """RFC 7518 asks for 32 bytes; tokens minted elsewhere may use less. The server
+    warns at start (``Node``) rather than refuse to run."""
+    weak = TokenConfig.create(secret="short")
+    assert weak.weak_secret and not HS.weak_secret
+    with pytest.warns(jwt.InsecureKeyLengthWarning):  # PyJWT warns, and signs
+        short = jwt.encode(claims(), "short", "HS256")
+    assert verify_token(short, weak).user == "ada"
+
+
 def test_token_config_refuses_keys_it_cannot_use() -> None:
-    with pytest.raises(ValueError, match="at least 32 bytes"):
-        TokenConfig.create(secret="short")
+    with pytest.raises(ValueError, match="empty"):
+        TokenConfig.create(secret="")
     with pytest.raises(ValueError, match="PEM"):
         TokenConfig.create(public_key_pem=b"-----BEGIN PUBLIC KEY-----\nnope\n")
     with pytest.raises(ValueError, match="P-256"):
@@ -309,9 +319,7 @@ def tokens(draw: st.DrawFn) -> tuple[str, str]:
     )
     # Signed as given (jwt.encode would refuse claims of the wrong type).
     token = jwt.api_jws.encode(orjson.dumps(claims), key, alg)
-    mangle = draw(
-        st.sampled_from(["none"] * 6 + ["pad", "flip", "cut", "swap", "dot", "space"])
-    )
+    mangle = draw(st.sampled_from(["none"] * 6 + ["pad", "flip", "cut", "swap", "dot", "space"]))
     header, payload, signature = token.split(".")
     if mangle == "pad":
         token = ".".join(part + "=" * (-len(part) % 4) for part in (header, payload, signature))

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..auth import Identity, TokenConfig, verify_token
+from ..auth import MIN_SECRET_BYTES, Identity, TokenConfig, verify_token
 from ..brokers import Broker, BrokerOptions, InstanceStatus, create_broker
 from ..codec import WireFormat
 from ..errors import (
@@ -102,6 +102,12 @@ class Node:
         self.settings = settings
         #: How tokens are checked; None when they are off.
         self.tokens: TokenConfig | None = settings.token_config()
+        if self.tokens is not None and self.tokens.weak_secret:
+            log.warning(
+                "--token-secret is shorter than %d bytes (RFC 7518, 3.2): whoever holds "
+                "one token can guess it offline and mint their own",
+                MIN_SECRET_BYTES,
+            )
         #: Whether a connection needs an identity (a token, or the app's hook).
         self.identity_on = self.tokens is not None or identities_from_elsewhere
         #: What connections without an identity may read while identity is on.
