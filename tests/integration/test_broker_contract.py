@@ -714,7 +714,7 @@ async def test_instances_list_this_instance_as_its_status_source_tells(
     start_broker: StartBroker,
 ) -> None:
     broker, _ = await start_broker(instance_id="me", heartbeat_interval_s=0.1)
-    figures = {"connections": 3, "subscriptions": 5, "channels": 2, "uptime_s": 1.5}
+    figures = {"connections": 3, "subscriptions": 5, "channels": 2, "uptime": 1.5}
     broker.set_status(lambda: _status("me", **figures))
     assert await _wait_listed(broker, _status("me", **figures)) == [_status("me", **figures)]
     # Each heartbeat reads the source again.

@@ -56,7 +56,7 @@ class InstanceStatus:
     #: The sanic-feeds version it runs.
     version: str = ""
     #: Seconds since it started.
-    uptime_s: float = 0.0
+    uptime: float = 0.0
     #: Open WebSocket connections.
     connections: int = 0
     #: Channel subscriptions of those connections.

@@ -213,7 +213,7 @@ class Node:
             address=self.address,
             pid=os.getpid(),
             version=_VERSION,
-            uptime_s=round(time.monotonic() - self._started_s, 3),
+            uptime=round(time.monotonic() - self._started_s, 3),
             connections=len(self.connections),
             subscriptions=self.subscriptions,
             channels=0 if self._hub is None else self._hub.channel_count,
