@@ -56,10 +56,12 @@ class Settings:
     max_connections: int = _option(10000, "WebSocket connections per instance (then HTTP 503)")
     max_subscriptions: int = _option(100, "channels per connection on /ws")
     rate_limit: float = _option(
-        100.0, "publishes and subscribes per second per connection (0 turns the limit off)"
+        100.0,
+        "publishes per second per connection, and /ws subscribes per second, counted "
+        "apart (0 turns the limit off)",
     )
     rate_burst: int = _option(
-        200, "publishes and subscribes a connection may send at once before the rate"
+        200, "publishes (and, apart, subscribes) a connection may send at once before the rate"
     )
     history_size: int = _option(100, "messages kept per channel for recovery")
     history_ttl_s: int = _option(

@@ -226,9 +226,8 @@ async def test_an_invalid_channel_on_the_http_api_is_400_bad_channel(
 async def test_publishing_too_fast_on_feed_is_rate_limited_then_closed_1008(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
-    # 4 at once, then one every 10 s: the subscription at connect takes one (subscribes
-    # count with publishes), so everything after the third frame is over the rate.
-    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "4"])
+    # 3 at once, then one every 10 s: everything after the third frame is over the rate.
+    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "3"])
     bystander = await open_feed(server.ws_url, "room")
     violator = await open_feed(server.ws_url, "room")
     for n in range(3):
@@ -256,8 +255,8 @@ async def test_publishing_too_fast_on_feed_is_rate_limited_then_closed_1008(
 async def test_publishing_too_fast_on_ws_is_rate_limited_with_the_id_then_closed_1008(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
-    # The subscription takes one of the three, two publishes the rest.
-    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "3"])
+    # Two publishes at once, then one every 10 s (the subscription counts apart).
+    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "2"])
     bystander = await open_feed(server.ws_url, "room")
     violator = await open_ws(server.ws_url, "room")
 
@@ -295,7 +294,7 @@ async def test_the_1008_for_going_on_over_the_rate_comes_after_every_earlier_rep
     still at the broker and the errors of the refusals before it are sent first. (It
     closed at once, dropping what the publishes in flight had not answered yet.)"""
     server = feeds_server_factory(
-        redis_url, args=["--rate-limit", "0.1", "--rate-burst", "2", "--publish-window", "64"]
+        redis_url, args=["--rate-limit", "0.1", "--rate-burst", "1", "--publish-window", "64"]
     )
     violator = await open_ws(server.ws_url, "room")
     # Sent back to back: publish 0 is at the broker while the refusals are counted.
@@ -305,9 +304,30 @@ async def test_the_1008_for_going_on_over_the_rate_comes_after_every_earlier_rep
         )
     events, code = await events_until_closed(violator)
     replies = [(e["type"], e.get("code"), e["id"]) for e in events if "id" in e]
-    # The subscription took one token, publish 0 the other; 51 refusals in a row close.
+    # Publish 0 took the one token; 51 refusals in a row close.
     refusals = [("error", "rate_limited", n) for n in range(1, 51)]
     assert (replies, code) == ([("ack", None, 0), *refusals], 1008)
+
+
+async def test_subscribes_and_publishes_are_counted_apart(
+    feeds_server_factory: Any, redis_url: str
+) -> None:
+    """The contract's rate limit is a publish rate: a client that subscribes to its
+    channels first still has the whole burst to publish. Subscribes have a bucket of
+    their own, with the same rate and burst (flapping is limited, test_hostile_input)."""
+    server = feeds_server_factory(redis_url, args=["--rate-limit", "0.1", "--rate-burst", "3"])
+    client = await open_ws(server.ws_url, "room")  # one subscribe
+    for name in ("a", "b"):
+        await client.send(orjson.dumps({"op": "subscribe", "channel": name, "id": name}).decode())
+        assert (await reply_to(client, name))["type"] == "subscribed"
+    await client.send(orjson.dumps({"op": "subscribe", "channel": "c", "id": "c"}).decode())
+    assert (await reply_to(client, "c"))["code"] == "rate_limited"
+    for n in range(4):
+        await client.send(
+            orjson.dumps({"op": "publish", "channel": "room", "data": n, "id": n}).decode()
+        )
+    replies = [await reply_to(client, n) for n in range(4)]
+    assert [r["type"] for r in replies] == ["ack", "ack", "ack", "error"]
 
 
 # -- subscriptions per /ws connection

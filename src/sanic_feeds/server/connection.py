@@ -63,6 +63,7 @@ class Connection:
         "info",
         "limiter",
         "outbox",
+        "subscribe_limiter",
         "task",
         "wire_format",
         "ws",
@@ -91,7 +92,11 @@ class Connection:
         #: What presence and ``join`` show of it: its identity's ``info``, fixed at connect.
         self.info = identity.info if identity is not None and identity.info is not None else {}
         self.wire_format = wire_format
+        #: Counts its publishes (``--rate-limit``).
         self.limiter = limiter
+        #: Counts its ``subscribe`` commands, apart from its publishes; made with the
+        #: first (most connections never send one).
+        self.subscribe_limiter: RateLimiter | None = None
         #: Channels this connection is subscribed to.
         self.channels: set[str] = set()
         self.closed = False

@@ -336,7 +336,7 @@ class Node:
             self.hub.flusher,
             wire_format=wire_format,
             max_queue=settings.max_queue,
-            limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+            limiter=self._rate_limiter(),
             access=access if access is not None else self.access_for(identity),
             identity=identity,
             client_id=client_id,
@@ -390,9 +390,10 @@ class Node:
         channel can reach the connection (to queue ``subscribed`` first).
         Raises ``Unauthorized``/``Forbidden`` (the connection's identity does not allow
         the channel), ``BadRequest`` (already subscribed), ``LimitExceeded``
-        (``--max-subscriptions``), ``RateLimited`` (subscribes count against
-        ``--rate-limit`` with publishes: flapping would flood everyone with join and
-        leave; one that goes on regardless is closed with 1008) or ``BrokerUnavailable``.
+        (``--max-subscriptions``), ``RateLimited`` (``subscribe`` commands have a
+        ``--rate-limit`` of their own, apart from publishes: flapping would flood
+        everyone with join and leave; one that goes on regardless is closed with 1008)
+        or ``BrokerUnavailable``.
         The app's subscribe hook runs last, after every check of the server: what it
         raises is raised (``HookFailed`` for an unexpected error or a timeout).
         ``checked``: the permissions and the hook were asked already
@@ -405,7 +406,10 @@ class Node:
         limit = self.settings.max_subscriptions
         if len(conn.channels) >= limit:
             raise LimitExceeded(f"at most {limit} subscriptions per connection")
-        self._count_rate(conn, "subscribing too fast, try again later")
+        if not checked:
+            if conn.subscribe_limiter is None:
+                conn.subscribe_limiter = self._rate_limiter()
+            self._count_rate(conn.subscribe_limiter, "subscribing too fast, try again later")
         if self.hooks.subscribing and not checked:
             await self.hooks.subscribe(_view(conn), channel)
             if conn.closed or channel in conn.channels:  # changed while the hook ran
@@ -479,7 +483,7 @@ class Node:
             raise _refusal(conn.access, f"not allowed to publish on {channel!r}")
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
-        self._count_rate(conn, "publishing too fast, message dropped")
+        self._count_rate(conn.limiter, "publishing too fast, message dropped")
         if self.hooks.publishing:
             checked = await self.hooks.publish(_view(conn), channel, data)
             if checked is not data:
@@ -502,12 +506,15 @@ class Node:
         self.hub.observe(channel, position)
         return position
 
-    def _count_rate(self, conn: Connection, refusal: str) -> None:
-        """Count one publish or subscribe against ``conn``'s rate limit. Raises
+    def _rate_limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
+
+    def _count_rate(self, limiter: RateLimiter, refusal: str) -> None:
+        """Count one publish or subscribe against a connection's rate limit. Raises
         ``RateLimited`` (``refusal``) over the limit, and ``RateLimitedTooOften`` once
         the connection went on regardless: its reply is the 1008, which must not
         overtake the replies of the publishes still in flight."""
-        verdict = conn.limiter.check(time.monotonic())
+        verdict = limiter.check(time.monotonic())
         if verdict is Verdict.DISCONNECT:
             raise RateLimitedTooOften(refusal)
         if verdict is Verdict.REJECT:
