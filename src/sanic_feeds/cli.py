@@ -24,6 +24,8 @@ from .settings import ENV_PREFIX, Settings, SettingsError, env_of, flag_of, load
 __all__ = ["main"]
 
 PROG = "sanic-feeds"
+#: Where ``publish`` goes when nothing names a server or a broker: ``serve``'s defaults.
+DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 
 
 def _fail(message: str, status: int = 1) -> NoReturn:
@@ -165,7 +167,10 @@ def _add_publish(sub: Any) -> None:
     parser.add_argument("channel")
     parser.add_argument("data")
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--url", help="a server's base URL, e.g. http://127.0.0.1:8000")
+    target.add_argument(
+        "--url",
+        help=f"a server's base URL (default, when no broker is given: {DEFAULT_SERVER_URL})",
+    )
     target.add_argument(
         "--broker",
         help=f"broker URL, redis://HOST:PORT/DB, redis+cluster://... or redis+sentinel://... "
@@ -188,11 +193,19 @@ def _publish(args: argparse.Namespace) -> int:
     except BadChannel as exc:
         _fail(exc.message, 2)
     data, _ = data_from_client_text(args.data)
-    if args.url:
+    api_key = args.api_key or os.environ.get(ENV_PREFIX + "API_KEY")
+    settings = None if args.url else _load_settings(args, _PUBLISH_SETTINGS)
+    if settings is not None and not settings.broker.startswith("memory:"):
+        result = asyncio.run(_publish_broker(settings, args.channel, data))
+    else:
+        if settings is not None and (args.broker or os.environ.get(env_of("broker"))):
+            _fail("memory:// lives inside the server's process: use --url http://HOST:PORT", 2)
+        # No broker anywhere: the server that `sanic-feeds serve` runs by default.
+        url = args.url or DEFAULT_SERVER_URL
         given = [
             flag
             for flag, value in (
-                ("--config", args.config),
+                ("--config", args.config if args.url else None),
                 (flag_of("history_size"), args.history_size),
                 (flag_of("history_ttl_s"), args.history_ttl_s),
                 (flag_of("recovery_max"), args.recovery_max),
@@ -201,23 +214,11 @@ def _publish(args: argparse.Namespace) -> int:
         ]
         if given:
             _fail(
-                f"{', '.join(given)} only go with --broker: the server at --url publishes "
+                f"{', '.join(given)} only go with --broker: the server at {url} publishes "
                 "with its own settings",
                 2,
             )
-        result = _publish_http(
-            args.url, args.channel, data, args.api_key or os.environ.get(ENV_PREFIX + "API_KEY")
-        )
-    else:
-        settings = _load_settings(args, _PUBLISH_SETTINGS)
-        if settings.broker.startswith("memory:"):
-            if args.broker is None and not os.environ.get(env_of("broker")):
-                _fail(
-                    "say where to publish: --url http://HOST:PORT or --broker redis://HOST:PORT/DB",
-                    2,
-                )
-            _fail("memory:// lives inside the server's process: use --url http://HOST:PORT", 2)
-        result = asyncio.run(_publish_broker(settings, args.channel, data))
+        result = _publish_http(url, args.channel, data, api_key)
     print(orjson.dumps(result).decode())
     return 0
 
@@ -317,7 +318,9 @@ async def _print_events(base_url: str, channel: str, count: int, token: str | No
         async for event in client:
             if isinstance(event, Subscribed):
                 position = StreamPosition(event.offset, event.epoch)
-                line = encode_subscribed(event.channel, position, event.recovered)
+                line = encode_subscribed(
+                    event.channel, position, event.recovered, client=event.client
+                )
             else:
                 line = encode_event(event, WireFormat.JSON)
             print(line.decode(), flush=True)

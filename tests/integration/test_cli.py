@@ -424,6 +424,19 @@ async def test_publish_through_the_http_api_reaches_a_subscriber(
     assert [m["client"] for m in messages] == [None, None]
 
 
+async def test_publish_naming_no_server_or_broker_goes_to_the_default_server(
+    feeds_server_factory: Any,
+) -> None:
+    """``sanic-feeds serve``, then ``sanic-feeds publish news hi``, nothing more: the
+    server serve runs by default. (Port 8000 must be free where the tests run.)"""
+    server = feeds_server_factory(port=8000)
+    ws = await open_feed(server.ws_url, "news")
+    status, out, err = await run_cli("publish", "news", "hi")
+    assert (status, err) == (0, "")
+    assert orjson.loads(out)["offset"] == 1
+    assert [m["data"] for m in await recv_messages(ws, 1)] == ["hi"]
+
+
 async def test_publish_through_the_broker_reaches_a_subscriber(
     feeds_server_factory: Any, redis_url: str
 ) -> None:
@@ -573,6 +586,7 @@ async def test_subscribe_prints_json_lines_and_exits_after_count_messages(
     proc, subscribed = await _start_subscriber(f"{scheme}://127.0.0.1:{server.port}", "news", 2)
     assert subscribed["type"] == "subscribed"
     assert subscribed["channel"] == "news"
+    assert isinstance(subscribed["client"], str)  # as the server sent it
     for data in ({"title": "one"}, "two", "three"):
         status, _ = await publish_http(server.url, "news", data)
         assert status == 200
@@ -617,7 +631,6 @@ async def test_subscribe_survives_a_server_restart_and_recovers_what_it_missed(
         (["publish", "news", "1", "--broker", "redis://127.0.0.1:{port}/0"], 1, "broker"),
         (["publish", "bad channel!", "1", "--url", "http://127.0.0.1:{port}"], 2, "channel"),
         (["publish", "news", "1", "--broker", "memory://"], 2, "memory://"),
-        (["publish", "news", "1"], 2, "--url"),
         (["publish", "news", "1", "--url", "http://127.0.0.1:{port}", "--history-size", "500"],
          2, "--history-size"),
         (["publish", "news", "1", "--broker", "redis://127.0.0.1:{port}/0", "--history-ttl", "0"],
@@ -627,7 +640,7 @@ async def test_subscribe_survives_a_server_restart_and_recovers_what_it_missed(
     ],
     ids=[
         "publish-server-unreachable", "publish-broker-unreachable", "publish-bad-channel",
-        "publish-memory-broker", "publish-nowhere", "publish-history-with-url",
+        "publish-memory-broker", "publish-history-with-url",
         "publish-bad-history-ttl", "subscribe-server-unreachable",
         "subscribe-bad-channel",
     ],
