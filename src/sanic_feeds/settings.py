@@ -238,7 +238,8 @@ def load_settings(
 
     ``cli`` maps field names to values (``None`` means not given). The config
     file is TOML with the flag names as keys (``max-queue = 500``) at top
-    level or under ``[feeds]``.
+    level or under ``[feeds]``; with a ``[feeds]`` table, the file may be shared with
+    other programs, and only that table is read.
     """
     env = os.environ if env is None else env
     names = {f.name for f in fields(Settings)}
