@@ -20,11 +20,12 @@ from tests.support.fakes import FakeProtocol, FakeTransport, payloads
 class Client:
     def __init__(self, hub: Hub, max_queue: int = 100) -> None:
         self.protocol = FakeProtocol()
-        self.aborted = False
+        #: Why the hub gave it up (the close reason's start); None while it did not.
+        self.aborted: str | None = None
         self.outbox = Outbox(self.protocol, hub.flusher, max_queue, self.abort)
 
-    def abort(self) -> None:
-        self.aborted = True
+    def abort(self, reason: str) -> None:
+        self.aborted = reason
 
     def events(self) -> list[Any]:
         assert self.protocol.transport is not None
@@ -226,7 +227,7 @@ async def test_a_client_that_does_not_drain_is_aborted_alone(setup: Any) -> None
     for n in range(20):
         await broker.publish("c", n)
         await settle()
-    assert slow.aborted
+    assert slow.aborted == "too slow"
     assert not fast.aborted
     assert [e["data"] for e in fast.events()] == list(range(20))
 
@@ -304,7 +305,7 @@ async def test_a_gap_that_history_no_longer_holds_aborts_the_channels_clients() 
     await broker.subscribe("c")
     await broker.publish("c", "live")
     await settle()
-    assert client.aborted
+    assert client.aborted == "missed messages history no longer holds"
     await hub.close()
 
 
@@ -732,9 +733,7 @@ class HoldOneHistoryRead(MemoryBroker):
         return answer
 
 
-async def test_a_recovery_under_way_when_the_channel_turns_to_a_new_epoch_gets_it_whole() -> (
-    None
-):
+async def test_a_recovery_under_way_when_the_channel_turns_to_a_new_epoch_gets_it_whole() -> None:
     """The clients of the lost epoch come back while the instance they come to is healing
     into the new epoch: a recovery planned with the old epoch, whose history read returned
     after the heal, started them from now (drill ``redis-restart``: 11 clients lost the new
@@ -751,9 +750,7 @@ async def test_a_recovery_under_way_when_the_channel_turns_to_a_new_epoch_gets_i
     broker._logs.clear()  # lost: the next read or publish begins a new epoch
     release = broker.release = asyncio.Event()
     comer = Client(hub)
-    subscribing = asyncio.create_task(
-        hub.subscribe("c", comer.outbox, WireFormat.JSON, since=old)
-    )
+    subscribing = asyncio.create_task(hub.subscribe("c", comer.outbox, WireFormat.JSON, since=old))
     await settle()  # its history read is made (the new epoch begins) and held
     await broker.publish("c", "new 1")  # the instance notices and heals into the new epoch
     await settle()

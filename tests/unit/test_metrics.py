@@ -45,7 +45,7 @@ async def settle() -> None:
 
 
 def outbox(hub: Hub, max_queue: int = 100) -> Outbox:
-    return Outbox(FakeProtocol(), hub.flusher, max_queue, lambda: None)
+    return Outbox(FakeProtocol(), hub.flusher, max_queue, lambda reason: None)
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ async def test_an_overflowing_client_counts_as_a_slow_client_close(counting_hub:
     protocol = FakeProtocol()
     assert protocol.transport is not None
     protocol.transport.buffered = 10**6  # the peer stopped reading
-    slow = Outbox(protocol, hub.flusher, 3, lambda: None)
+    slow = Outbox(protocol, hub.flusher, 3, lambda reason: None)
     closes = delta("feeds_slow_client_closes_total")
     for n in range(10):
         slow.put(b"frame %d" % n)

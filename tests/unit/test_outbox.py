@@ -40,7 +40,7 @@ def outbox(protocol: Writes, session: FakeSession, max_frames: int = 10) -> Outb
         protocol,
         Flusher(asyncio.get_running_loop()),
         max_frames,
-        lambda: aborted.append(True),
+        lambda reason: aborted.append(True),
         session=session,
     )
 
@@ -83,7 +83,7 @@ async def test_overflow_of_a_socket_that_does_not_drain_aborts_once_and_drops_th
     protocol.transport.buffered = 100_000  # over the high-water mark: the peer is not reading
     aborted: list[bool] = []
     box = Outbox(
-        protocol, Flusher(asyncio.get_running_loop()), 2, lambda: aborted.append(True),
+        protocol, Flusher(asyncio.get_running_loop()), 2, lambda reason: aborted.append(True),
         session=session,
     )  # fmt: skip
     for frame in (b"1", b"2", b"3", b"4"):
@@ -99,7 +99,7 @@ async def test_a_burst_longer_than_the_queue_goes_out_when_the_socket_takes_it()
     protocol, session = Writes(), FakeSession()
     aborted: list[bool] = []
     box = Outbox(
-        protocol, Flusher(asyncio.get_running_loop()), 2, lambda: aborted.append(True),
+        protocol, Flusher(asyncio.get_running_loop()), 2, lambda reason: aborted.append(True),
         session=session,
     )  # fmt: skip
     for frame in (b"1", b"2", b"3", b"4", b"5"):
@@ -121,7 +121,8 @@ async def test_with_a_tick_the_first_frame_leaves_at_once_and_the_next_ones_wait
     flusher = Flusher(loop, tick_s=0.05)
     protocols = [Writes(), Writes()]
     boxes = [
-        Outbox(protocol, flusher, 10, lambda: None, session=FakeSession()) for protocol in protocols
+        Outbox(protocol, flusher, 10, lambda reason: None, session=FakeSession())
+        for protocol in protocols
     ]
     boxes[0].put(b"first")
     await asyncio.sleep(0)
@@ -140,7 +141,7 @@ async def test_with_a_tick_the_first_frame_leaves_at_once_and_the_next_ones_wait
 
 async def test_without_a_tick_every_loop_iteration_writes() -> None:
     protocol = Writes()
-    box = Outbox(protocol, Flusher(asyncio.get_running_loop()), 10, lambda: None)
+    box = Outbox(protocol, Flusher(asyncio.get_running_loop()), 10, lambda reason: None)
     for frame in (b"a", b"b"):
         box.put(frame)
         await asyncio.sleep(0)

@@ -108,13 +108,13 @@ class Connection:
             ws.io_proto,
             flusher,
             max_queue,
-            on_abort=self._close_too_slow,
+            on_abort=self._close_given_up,
             session=ws.ws_proto,
         )
 
-    def _close_too_slow(self) -> None:
+    def _close_given_up(self, reason: str) -> None:
         # A bound method, not a closure: no function object and cell per connection.
-        self.close(CloseCode.TRY_AGAIN_LATER, "too slow, resubscribe with since")
+        self.close(CloseCode.TRY_AGAIN_LATER, f"{reason}, resubscribe with since")
 
     def receive(self) -> Awaitable[str | bytes | None]:
         """The next frame from the client, or None once the connection is over."""

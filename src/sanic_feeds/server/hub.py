@@ -565,7 +565,7 @@ class Hub:
         )
         for outboxes in state.members.values():
             for outbox in list(outboxes):
-                outbox.abort()
+                outbox.abort("missed messages history no longer holds")
         state.parked = None
         state.recheck = False
 

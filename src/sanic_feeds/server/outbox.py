@@ -89,14 +89,14 @@ class Flusher:
             except Exception:
                 # One broken connection must not keep the others from their frames.
                 log.exception("dropping a connection whose socket failed")
-                outbox.abort()
+                outbox.abort("its socket failed")
 
 
 class Outbox:
     """The outbound queue of one connection, at most ``max_frames`` long.
 
-    ``on_abort`` is called (once, synchronously) when the queue overflows or
-    the hub gives the connection up (:meth:`abort`); it must close the
+    ``on_abort(reason)`` is called (once, synchronously) when the queue overflows
+    or the hub gives the connection up (:meth:`abort`); it must close the
     connection with 1013 without awaiting.
     """
 
@@ -117,7 +117,7 @@ class Outbox:
         protocol: WritableProtocol,
         flusher: Flusher,
         max_frames: int,
-        on_abort: Callable[[], None],
+        on_abort: Callable[[str], None],
         session: Session = _ALWAYS_OPEN,
     ) -> None:
         self._protocol = protocol
@@ -207,11 +207,11 @@ class Outbox:
             metrics.SLOW_CLIENT_CLOSES.inc()
         self.abort()
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "too slow") -> None:
         """Give the connection up: it is closed with 1013 and may recover with ``since``."""
         if not self.closed:
             self.close()
-            self._on_abort()
+            self._on_abort(reason)
 
     def close(self) -> None:
         """Drop queued frames and accept no more. Idempotent."""
