@@ -135,6 +135,8 @@ async def test_an_unreachable_cluster_or_sentinel_exits_1_with_one_line(url: str
     line = one_line(err)
     assert "cannot reach the broker" in line
     assert "hunter2" not in line
+    # A line a person reads: not redis-py's repr of every client it tried (3 KB).
+    assert len(line) < 300 and "<redis." not in line, line
 
 
 @pytest.mark.parametrize(
