@@ -90,7 +90,10 @@ def _validate(fields: dict[str, Any], command_id: Any) -> Command:
     if op is Op.PUBLISH and "data" not in fields:
         raise BadRequest("publish needs 'data'")
     since = _optional_int(fields, "since", minimum=0, maximum=MAX_OFFSET)
-    limit = _optional_int(fields, "limit", minimum=1, maximum=MAX_HISTORY_LIMIT)
+    limit = _optional_int(fields, "limit", minimum=1, maximum=MAX_OFFSET)
+    if limit is not None:
+        # One reply carries at most this many; a client pages on with the last offset.
+        limit = min(limit, MAX_HISTORY_LIMIT)
     epoch = fields.get("epoch") or ""
     if not isinstance(epoch, str):
         raise BadRequest("'epoch' must be a string")

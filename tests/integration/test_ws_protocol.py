@@ -723,7 +723,7 @@ MALFORMED: list[tuple[str, str | dict[str, Any], str, Any]] = [
     ("epoch number",
      {"op": "subscribe", "channel": "c", "since": 1, "epoch": 7, "id": 17}, "bad_request", 17),
     ("limit zero", {"op": "history", "channel": "c", "limit": 0, "id": 18}, "bad_request", 18),
-    ("limit huge", {"op": "history", "channel": "c", "limit": 10**6, "id": 19}, "bad_request", 19),
+    ("limit huge", {"op": "history", "channel": "c", "limit": 2**60, "id": 19}, "bad_request", 19),
     ("limit string", {"op": "history", "channel": "c", "limit": "5", "id": 20}, "bad_request", 20),
     ("string id", {"op": "shout", "id": "abc"}, "bad_request", "abc"),
     ("id object", {"op": "ping", "id": {"n": 1}}, "bad_request", ...),

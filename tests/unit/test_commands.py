@@ -15,6 +15,8 @@ def test_every_op_decodes() -> None:
         Command(Op.PUBLISH, id="x", channel="n", data=None)
     )
     assert decode_command('{"op": "history", "channel": "n", "limit": 5}').limit == 5
+    # Past what one reply carries: served as that many, not refused.
+    assert decode_command('{"op": "history", "channel": "n", "limit": 5000}').limit == 1000
     assert decode_command('{"op": "presence", "channel": "n"}').op is Op.PRESENCE
     assert decode_command('{"op": "unsubscribe", "channel": "n"}').op is Op.UNSUBSCRIBE
 
