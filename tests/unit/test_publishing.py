@@ -4,9 +4,11 @@ in-process, on a memory broker whose publishes wait until the test lets them fin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import orjson
+from websockets.exceptions import ConnectionClosed
 
 from sanic_feeds.brokers.memory import MemoryBroker
 from sanic_feeds.events import StreamPosition
@@ -160,6 +162,39 @@ async def test_with_a_publish_hook_the_hooks_run_in_order_and_the_broker_calls_o
             gate.set()
         replies = [orjson.loads(await session.recv()) for _ in range(3)]
         assert [(r["id"], r["offset"]) for r in replies] == [(1, 1), (2, 2), (3, 3)]
+    finally:
+        await session.close()
+        await node.stop()
+
+
+async def test_nothing_sent_after_earning_the_1008_takes_effect() -> None:
+    """The 1008 waits for its turn, behind a publish still at the broker; meanwhile the
+    bucket refills. A publish read in that time was published (its ack then lost with
+    the close), and a subscribe after it ran on the closed connection."""
+    broker = GatedBroker()
+    node = Node(Settings(rate_limit=20, rate_burst=1, publish_window=64), broker=broker)
+    await node.start()
+    session = InProcessSession(node)
+    try:
+        # Publish 0 takes the one token and waits at the broker; 51 refusals in a row
+        # (well within the 50 ms a token takes) earn the 1008.
+        for n in range(52):
+            await send(session, op="publish", channel="room", data=n, id=n)
+        await until(lambda: broker.taken == [0])
+        await asyncio.sleep(0.2)  # tokens again
+        await send(session, op="publish", channel="room", data="late", id="late")
+        await send(session, op="subscribe", channel="other", id="sub")
+        await asyncio.sleep(0.05)
+        broker.gates[0].set()
+        replies = []
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                replies.append(orjson.loads(await session.recv()))
+        assert session.ws.close_code == 1008
+        assert broker.taken == [0]
+        assert [(r["type"], r["id"]) for r in replies][:2] == [("ack", 0), ("error", 1)]
+        assert "other" not in session.conn.channels
+        assert await node.broker.presence("other") == {}
     finally:
         await session.close()
         await node.stop()

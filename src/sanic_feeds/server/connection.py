@@ -58,6 +58,7 @@ class Connection:
         "channels",
         "close_code",
         "closed",
+        "earned_close",
         "id",
         "identity",
         "info",
@@ -100,6 +101,9 @@ class Connection:
         #: Channels this connection is subscribed to.
         self.channels: set[str] = set()
         self.closed = False
+        #: It went on over its rate limit: the 1008 waits for its turn to be sent
+        #: (``RateLimitedTooOften``), and nothing it sends until then takes effect.
+        self.earned_close = False
         #: The code the server closed it with (None: it did not, or not yet).
         self.close_code: int | None = None
         #: The handler task, which the server waits for when it drains.

@@ -51,6 +51,8 @@ async def serve_multiplex(node: Node, conn: Connection, joins: Sequence[str] = (
                 await _publish(node, conn, command, window)
                 continue
             await window.settle()
+            if conn.earned_close:  # by a publish before it: closed 1008 by now
+                return
             try:
                 await run_command(node, conn, command)
             except FeedsError as exc:

@@ -409,7 +409,9 @@ class Node:
         if not checked:
             if conn.subscribe_limiter is None:
                 conn.subscribe_limiter = self._rate_limiter()
-            self._count_rate(conn.subscribe_limiter, "subscribing too fast, try again later")
+            self._count_rate(
+                conn, conn.subscribe_limiter, "subscribing too fast, try again later"
+            )
         if self.hooks.subscribing and not checked:
             await self.hooks.subscribe(_view(conn), channel)
             if conn.closed or channel in conn.channels:  # changed while the hook ran
@@ -483,7 +485,7 @@ class Node:
             raise _refusal(conn.access, f"not allowed to publish on {channel!r}")
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
-        self._count_rate(conn.limiter, "publishing too fast, message dropped")
+        self._count_rate(conn, conn.limiter, "publishing too fast, message dropped")
         if self.hooks.publishing:
             checked = await self.hooks.publish(_view(conn), channel, data)
             if checked is not data:
@@ -509,13 +511,17 @@ class Node:
     def _rate_limiter(self) -> RateLimiter:
         return RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
 
-    def _count_rate(self, limiter: RateLimiter, refusal: str) -> None:
-        """Count one publish or subscribe against a connection's rate limit. Raises
+    def _count_rate(self, conn: Connection, limiter: RateLimiter, refusal: str) -> None:
+        """Count one publish or subscribe of ``conn`` against ``limiter``. Raises
         ``RateLimited`` (``refusal``) over the limit, and ``RateLimitedTooOften`` once
         the connection went on regardless: its reply is the 1008, which must not
-        overtake the replies of the publishes still in flight."""
+        overtake the replies of the publishes still in flight. Until it goes out, the
+        bucket may refill: everything the connection sends meanwhile is refused too."""
+        if conn.earned_close:
+            raise RateLimitedTooOften(refusal)
         verdict = limiter.check(time.monotonic())
         if verdict is Verdict.DISCONNECT:
+            conn.earned_close = True
             raise RateLimitedTooOften(refusal)
         if verdict is Verdict.REJECT:
             raise RateLimited(refusal)
