@@ -24,8 +24,6 @@ from .settings import ENV_PREFIX, Settings, SettingsError, env_of, flag_of, load
 __all__ = ["main"]
 
 PROG = "sanic-feeds"
-#: Where ``publish`` goes when nothing names a server or a broker: ``serve``'s defaults.
-DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 
 
 def _fail(message: str, status: int = 1) -> NoReturn:
@@ -169,7 +167,8 @@ def _add_publish(sub: Any) -> None:
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
         "--url",
-        help=f"a server's base URL (default, when no broker is given: {DEFAULT_SERVER_URL})",
+        help="a server's base URL (default, when no broker is given: where serve listens "
+        "with the same settings, http://127.0.0.1:8000 by default)",
     )
     target.add_argument(
         "--broker",
@@ -198,10 +197,11 @@ def _publish(args: argparse.Namespace) -> int:
     if settings is not None and not settings.broker.startswith("memory:"):
         result = asyncio.run(_publish_broker(settings, args.channel, data))
     else:
-        if settings is not None and (args.broker or os.environ.get(env_of("broker"))):
+        if args.broker is not None:
             _fail("memory:// lives inside the server's process: use --url http://HOST:PORT", 2)
-        # No broker anywhere: the server that `sanic-feeds serve` runs by default.
-        url = args.url or DEFAULT_SERVER_URL
+        # A server on the memory broker (the default): its HTTP API, where the same
+        # settings (FEEDS_HOST, FEEDS_PORT, --config) have it listen.
+        url = args.url if settings is None else _server_url(settings)
         given = [
             flag
             for flag, value in (
@@ -221,6 +221,16 @@ def _publish(args: argparse.Namespace) -> int:
         result = _publish_http(url, args.channel, data, api_key)
     print(orjson.dumps(result).decode())
     return 0
+
+
+def _server_url(settings: Settings) -> str:
+    """Where a server started with ``settings`` answers HTTP on this machine."""
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
 
 
 def _publish_http(base_url: str, channel: str, data: Any, api_key: str | None) -> Any:

@@ -85,7 +85,7 @@ class Unauthorized(FeedsError):
 
 
 class UnsupportedMediaType(BadRequest):
-    """An HTTP body that is not ``application/json``."""
+    """An HTTP body whose ``Content-Type`` is not JSON (``text/plain``, a form type)."""
 
     http_status = 415
 

@@ -82,9 +82,12 @@ async def test_a_publish_overtaken_while_the_script_was_reloaded_fails_not_reord
 
         async def reloaded_under(*publishes: tuple[str, str]) -> list[object]:
             await admin.script_flush()
+            cut = proxy.interleaved
             proxy.interleave(b"EVALSHA", load_the_script_elsewhere)
             calls = (broker.publish(channel, data) for channel, data in publishes)
-            return await asyncio.gather(*calls, return_exceptions=True)
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            assert proxy.interleaved == cut + 1, "the publishes did not share one pipeline"
+            return outcomes
 
         # Nothing later on its channel ran: loaded again and run, in order.
         alone, after = await reloaded_under(("alone", "a1"), ("ordered", "o1"))

@@ -426,14 +426,15 @@ async def test_publish_through_the_http_api_reaches_a_subscriber(
     assert [m["client"] for m in messages] == [None, None]
 
 
-async def test_publish_naming_no_server_or_broker_goes_to_the_default_server(
+async def test_publish_naming_no_server_or_broker_goes_where_serve_listens(
     feeds_server_factory: Any,
 ) -> None:
-    """``sanic-feeds serve``, then ``sanic-feeds publish news hi``, nothing more: the
-    server serve runs by default. (Port 8000 must be free where the tests run.)"""
-    server = feeds_server_factory(port=8000)
+    """``sanic-feeds serve``, then ``sanic-feeds publish news hi`` with the same settings
+    (here ``FEEDS_PORT``; with none, http://127.0.0.1:8000): that server's HTTP API."""
+    server = feeds_server_factory()
     ws = await open_feed(server.ws_url, "news")
-    status, out, err = await run_cli("publish", "news", "hi")
+    env = {"FEEDS_PORT": str(server.port), "FEEDS_BROKER": "memory://"}
+    status, out, err = await run_cli("publish", "news", "hi", env=env)
     assert (status, err) == (0, "")
     assert orjson.loads(out)["offset"] == 1
     assert [m["data"] for m in await recv_messages(ws, 1)] == ["hi"]
@@ -633,6 +634,8 @@ async def test_subscribe_survives_a_server_restart_and_recovers_what_it_missed(
         (["publish", "news", "1", "--broker", "redis://127.0.0.1:{port}/0"], 1, "broker"),
         (["publish", "bad channel!", "1", "--url", "http://127.0.0.1:{port}"], 2, "channel"),
         (["publish", "news", "1", "--broker", "memory://"], 2, "memory://"),
+        (["publish", "news", "1", "--broker", "redis+sentinel://127.0.0.1:{port}/mymaster"],
+         1, "no Sentinel names the master"),
         (["publish", "news", "1", "--url", "http://127.0.0.1:{port}", "--history-size", "500"],
          2, "--history-size"),
         (["publish", "news", "1", "--broker", "redis://127.0.0.1:{port}/0", "--history-ttl", "0"],
@@ -642,7 +645,7 @@ async def test_subscribe_survives_a_server_restart_and_recovers_what_it_missed(
     ],
     ids=[
         "publish-server-unreachable", "publish-broker-unreachable", "publish-bad-channel",
-        "publish-memory-broker", "publish-history-with-url",
+        "publish-memory-broker", "publish-sentinel-unreachable", "publish-history-with-url",
         "publish-bad-history-ttl", "subscribe-server-unreachable",
         "subscribe-bad-channel",
     ],

@@ -33,6 +33,8 @@ class RedisProxy:
         #: One Event per open connection; set, it drops what Redis sends on it.
         self._connections: set[asyncio.Event] = set()
         self.replies_lost = 0
+        #: Pipelines cut in two by ``interleave``.
+        self.interleaved = 0
         self.port = 0
 
     async def start(self) -> None:
@@ -125,6 +127,7 @@ class RedisProxy:
         if second < 0:
             return None
         self._interleaved = None
+        self.interleaved += 1
         # Back to the start of that command's RESP array: "*<n>\r\n$<len>".
         cut = chunk.rfind(b"*", 0, second)
         return chunk[:cut], chunk[cut:], between

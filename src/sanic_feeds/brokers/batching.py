@@ -30,7 +30,7 @@ from redis.exceptions import (
 
 from ..errors import BrokerUnavailable
 from .closing import cancel_within
-from .failures import REDIS_FAILURES
+from .failures import REDIS_FAILURES, describe
 
 __all__ = ["CommandBatcher", "ScriptBatcher"]
 
@@ -212,7 +212,7 @@ def _as_unavailable(exc: BaseException) -> BaseException:
         # an outage. Clients are told only that the broker is unavailable.
         log.error("a Redis call failed: %s", exc)
     if isinstance(exc, REDIS_FAILURES):
-        return BrokerUnavailable(f"broker unavailable: {exc}")
+        return BrokerUnavailable(f"broker unavailable: {describe(exc)}")
     if isinstance(exc, asyncio.CancelledError):
         return BrokerUnavailable("broker unavailable: closing")
     return exc
