@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from .brokers import SUPPORTED_SCHEMES, URL_FORMS, check_reachable, redact_url
+from .brokers.failures import describe
 from .errors import BrokerUnavailable
 from .events import StreamPosition
 from .settings import ENV_PREFIX, Settings, SettingsError, env_of, flag_of, load_settings
@@ -138,7 +139,7 @@ def _check_broker(url: str) -> None:
     try:
         asyncio.run(check_reachable(url))
     except Exception as exc:
-        _fail(f"cannot reach the broker at {redact_url(url)}: {exc}")
+        _fail(f"cannot reach the broker at {redact_url(url)}: {describe(exc)}")
 
 
 # -- publish
